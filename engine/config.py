@@ -1,0 +1,352 @@
+"""The config file: typed settings, validated on load, saved atomically with mode 0600.
+
+The shape is a contract (DESIGN.md): `[providers.NAME]`, `[models.NAME]`, `[local.NAME]`,
+`[cache]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import tempfile
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import ConfigError
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a one-line doc."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ProviderConfig:
+    """A remote (or already running) API that speaks one wire protocol."""
+
+    kind: Literal["openai", "ollama"] = _doc(
+        "Wire protocol: OpenAI-compatible or Ollama.", "openai"
+    )
+    base_url: str | list[str] = _doc("One base URL, or several hosts serving the same models.", "")
+    api_key_env: str = _doc("Environment variable holding the API key.", "")
+    api_key: str = _doc("The API key itself (prefer api_key_env); never printed.", "")
+    headers: dict[str, str] = _doc("Extra HTTP headers sent with every request.", factory=dict)
+    max_connections: int = _doc("Connection limit for this provider; 0 = [network] default.", 0)
+
+    @property
+    def urls(self) -> list[str]:
+        """The base URLs as a list, trailing slashes removed."""
+        raw = [self.base_url] if isinstance(self.base_url, str) else self.base_url
+        return [url.rstrip("/") for url in raw if url]
+
+    def resolved_api_key(self) -> str:
+        """The API key from the environment variable, else from the file, else empty."""
+        if self.api_key_env and os.environ.get(self.api_key_env):
+            return os.environ[self.api_key_env]
+        return self.api_key
+
+
+@dataclass
+class ModelConfig:
+    """A named model served by a provider."""
+
+    provider: str = _doc("Name of a [providers] entry.", "")
+    id: str = _doc("The provider's own model id; defaults to the name.", "")
+    fallbacks: list[str] = _doc("Models tried in order when this one fails.", factory=list)
+
+
+@dataclass
+class LocalModelConfig:
+    """A local model server that muxtui starts and keeps warm."""
+
+    cmd: str = _doc("Command template with {path}, {port}, {host}; default: llama-server.", "")
+    path: str = _doc("Model file passed as {path}.", "")
+    ttl: int = _doc("Seconds idle before unload; 0 = never; -1 = [cache] ttl.", -1)
+    pin: bool = _doc("Never evict this server.", False)
+    health: str = _doc("Readiness path polled until it answers 200.", "/health")
+    env: dict[str, str] = _doc("Extra environment variables for the server.", factory=dict)
+    memory_gb: float = _doc("Expected memory use; 0 = estimate from the file size.", 0.0)
+
+
+@dataclass
+class CacheConfig:
+    """How many local servers stay warm and for how long."""
+
+    max_models: int = _doc("Warm local servers at once.", 2)
+    memory_budget_gb: float = _doc("Memory all warm servers may use; 0 = no limit.", 0.0)
+    ttl: int = _doc("Default seconds idle before a local server is unloaded; 0 = never.", 600)
+    model_dirs: list[str] = _doc("Extra folders scanned for *.gguf files.", factory=list)
+    stall_timeout: float = _doc("Seconds of start-up with no log output before giving up.", 120.0)
+    stop_grace: float = _doc("Seconds between SIGTERM and SIGKILL when stopping.", 10.0)
+
+
+@dataclass
+class NetworkConfig:
+    """Connection pooling, timeouts and retries for every provider."""
+
+    max_connections: int = _doc("Open connections per endpoint.", 10)
+    max_keepalive: int = _doc("Idle connections kept per endpoint.", 10)
+    connect_timeout: float = _doc("Seconds to open a connection.", 5.0)
+    read_timeout: float = _doc("Seconds to wait for the next bytes of a reply.", 300.0)
+    retries: int = _doc("Attempts after the first for connect errors, 429 and 5xx.", 3)
+    http2: bool = _doc("Use HTTP/2 where the server offers it.", True)
+    discovery: bool = _doc("Look for Ollama, :8080 and API keys when nothing is configured.", True)
+
+
+@dataclass
+class UIConfig:
+    """The TUI's saved choices."""
+
+    theme: str = _doc("Theme name (ours in themes/, or a Textual built-in).", "muxtui-dark")
+    last_model: str = _doc("Model the chat pane starts on.", "")
+    keys: dict[str, str] = _doc("Key remaps: binding id = key.", factory=dict)
+
+
+@dataclass
+class Config:
+    """All of muxtui's settings."""
+
+    providers: dict[str, ProviderConfig] = _doc("Remote APIs by name.", factory=dict)
+    models: dict[str, ModelConfig] = _doc("Named models on providers.", factory=dict)
+    local: dict[str, LocalModelConfig] = _doc("Local servers muxtui starts.", factory=dict)
+    cache: CacheConfig = _doc("Warm-server limits.", factory=CacheConfig)
+    network: NetworkConfig = _doc("Pooling, timeouts, retries.", factory=NetworkConfig)
+    ui: UIConfig = _doc("TUI choices.", factory=UIConfig)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: Path, *, must_exist: bool = False) -> Config:
+    """Read and validate the config file; a missing file means defaults unless `must_exist`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(
+                f"config error: {path} does not exist; create it or drop --config/MUXTUI_CONFIG"
+            ) from None
+        return Config()
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config error: {path}: cannot read ({exc.__class__.__name__})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate TOML text against the config shape."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        what = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        where = f" line {match.group(1)}" if match else ""
+        raise ConfigError(f"config error: {path}{where}: {what}; fix the TOML syntax") from None
+    try:
+        config: Config = _convert(Config, raw, ())
+        _check_references(config)
+    except _Invalid as exc:
+        line = _line_of(text, exc.key_path)
+        where = f" line {line}" if line else ""
+        raise ConfigError(
+            f"config error: {path}{where}: {'.'.join(exc.key_path)}: {exc.what}"
+        ) from None
+    return config
+
+
+class _Invalid(Exception):
+    def __init__(self, key_path: tuple[str, ...], what: str) -> None:
+        super().__init__(what)
+        self.key_path = key_path
+        self.what = what
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(f'"{v}"' for v in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(tp: Any, value: Any, key_path: tuple[str, ...]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise _Invalid(key_path, f"expected a table, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        known = {f.name for f in dataclasses.fields(tp)}
+        for key in value:
+            if key not in known:
+                allowed = ", ".join(sorted(known))
+                raise _Invalid((*key_path, key), f"unknown key; expected one of: {allowed}")
+        kwargs = {k: _convert(hints[k], v, (*key_path, k)) for k, v in value.items()}
+        return tp(**kwargs)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Invalid(key_path, f"expected a table, got {value!r}")
+        _, value_tp = typing.get_args(tp)
+        return {k: _convert(value_tp, v, (*key_path, k)) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, v, (*key_path, str(i))) for i, v in enumerate(value)]
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for alternative in typing.get_args(tp):
+            try:
+                return _convert(alternative, value, key_path)
+            except _Invalid:
+                continue
+        raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (str, int, float, bool):
+        if type(value) is not tp:
+            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
+        return value
+    raise _Invalid(key_path, f"unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _check_references(config: Config) -> None:
+    for name, provider in config.providers.items():
+        if not provider.urls:
+            raise _Invalid(("providers", name, "base_url"), "missing; set the provider's URL")
+        for url in provider.urls:
+            if not url.startswith(("http://", "https://")):
+                raise _Invalid(
+                    ("providers", name, "base_url"), f"expected an http(s):// URL, got {url!r}"
+                )
+    for name, model in config.models.items():
+        if not model.provider:
+            raise _Invalid(("models", name, "provider"), "missing; name a [providers] entry")
+        if model.provider not in config.providers:
+            raise _Invalid(
+                ("models", name, "provider"),
+                f"no provider named {model.provider!r}; add [providers.{model.provider}]",
+            )
+    for name, local in config.local.items():
+        if not local.path and not local.cmd:
+            raise _Invalid(("local", name), "needs `path` (a model file) or `cmd`; add one")
+        if local.cmd and "{port}" not in local.cmd:
+            raise _Invalid(
+                ("local", name, "cmd"), "must contain {port} so muxtui can pick a free port"
+            )
+        if not local.health.startswith("/"):
+            raise _Invalid(("local", name, "health"), "expected a path starting with /")
+
+
+def _line_of(text: str, key_path: tuple[str, ...]) -> int | None:
+    """Best-effort line number of a key path in TOML text: the longest matching prefix wins."""
+    table: tuple[str, ...] = ()
+    best_line, best_len = None, 0
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        header = re.match(r"^\[\[?([^\]]+)\]\]?", line)
+        key_match = re.match(r"^(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-]+)\s*=", line)
+        if header:
+            table = tuple(
+                _unquote(p) for p in re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", header.group(1))
+            )
+            candidate = table
+        elif key_match:
+            candidate = (*table, _unquote(key_match.group(1)))
+        else:
+            continue
+        if candidate == key_path[: len(candidate)] and len(candidate) > best_len:
+            best_line, best_len = number, len(candidate)
+    return best_line
+
+
+def _unquote(part: str) -> str:
+    return part.strip().strip('"').strip("'")
+
+
+# --- saving ----------------------------------------------------------------------------------
+
+
+def config_to_toml(config: Config) -> dict[str, Any]:
+    """The config as a TOML-ready dict, omitting values equal to their defaults."""
+    return typing.cast(dict[str, Any], _to_plain(config))
+
+
+def _to_plain(value: Any, *, with_defaults: bool = False) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        defaults = type(value)()
+        plain: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            keep = with_defaults or f.name in ("kind", "provider")
+            if item == getattr(defaults, f.name) and not keep:
+                continue
+            plain[f.name] = _to_plain(item, with_defaults=with_defaults)
+        return plain
+    if isinstance(value, dict):
+        return {k: _to_plain(v, with_defaults=with_defaults) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v, with_defaults=with_defaults) for v in value]
+    return value
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the config atomically (temp file in the same dir, fsync, rename) with mode 0600."""
+    import tomli_w
+
+    data = tomli_w.dumps(config_to_toml(config)).encode("utf-8")
+    write_private_atomically(path, data)
+
+
+def write_private_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves either the old or the new file, mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """Every resolved setting as a plain dict, API keys replaced by a mask, for display."""
+    plain = _to_plain(config, with_defaults=True)
+    for name, provider in config.providers.items():
+        entry = plain.setdefault("providers", {}).setdefault(name, {})
+        if provider.api_key:
+            entry["api_key"] = "****"
+        if provider.api_key_env:
+            state = "set" if os.environ.get(provider.api_key_env) else "not set"
+            entry["api_key_env"] = f"{provider.api_key_env} ({state})"
+    return typing.cast(dict[str, Any], plain)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's one-line doc, for `muxtui config` and the README."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
