@@ -274,8 +274,9 @@ def _line_of(text: str, key_path: tuple[str, ...]) -> int | None:
             candidate = (*table, _unquote(key_match.group(1)))
         else:
             continue
-        if candidate == key_path[: len(candidate)] and len(candidate) > best_len:
-            best_line, best_len = number, len(candidate)
+        shared = min(len(candidate), len(key_path))
+        if candidate[:shared] == key_path[:shared] and shared > best_len:
+            best_line, best_len = number, shared
     return best_line
 
 
