@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"muxtui {__version__}")
     parser.add_argument(
-        "--config", metavar="PATH", help="config file to use (default: $MUXTUI_CONFIG or the "
-        "platform config dir)"
+        "--config",
+        metavar="PATH",
+        help="config file to use (default: $MUXTUI_CONFIG or the platform config dir)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
