@@ -1,0 +1,211 @@
+"""Start-up benchmark: time to the first complete frame of `muxtui`, its RSS then, and `--version`.
+
+The app runs in a detached tmux pane at 120x40 with an isolated HOME and XDG dirs. The pane is
+captured (with colours) every few milliseconds; the first complete frame is the last change
+before the screen stays the same for 300 ms, timed from just before tmux launches the command.
+RSS is read with psutil from the pane's process tree at each change, and the figure reported is
+the one taken at that last change. Each figure is the median of several runs.
+
+    python bench/startup.py [--runs 5] [--scenario empty|configured] [--cmd "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STABLE_FOR_S = 0.300
+POLL_EVERY_S = 0.004
+GIVE_UP_AFTER_S = 15.0
+WIDTH, HEIGHT = 120, 40
+TRACE = bool(os.environ.get("MUXTUI_BENCH_TRACE"))
+CONFIGURED = """\
+[providers.local8000]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[models.example]
+provider = "local8000"
+id = "example-model"
+
+[network]
+discovery = false
+"""
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """One launch: seconds to the first complete frame and the RSS at that frame."""
+
+    first_frame_s: float
+    rss_bytes: int
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment with HOME and the XDG dirs inside `home`, and no API keys."""
+    env = dict(os.environ)
+    env["HOME"] = str(home)
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ):
+        env[var] = str(home / sub)
+    for var in ("MUXTUI_CONFIG", "OPENROUTER_API_KEY", "OPENAI_API_KEY"):
+        env.pop(var, None)
+    env["TERM"] = "xterm-256color"
+    return env
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (0 if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            # The pane's shell execs the command, but count a wrapper shell out if it stayed.
+            if process.name() in ("sh", "bash", "dash") and process.pid == pid:
+                continue
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def capture(session: str) -> str:
+    """The pane's visible text with colour escapes, so theme changes count as changes."""
+    result = subprocess.run(
+        ["tmux", "capture-pane", "-p", "-e", "-t", session],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def time_first_frame(command: str, env: dict[str, str], session: str) -> FrameTiming:
+    """Launch `command` in a fresh tmux session and time its first complete frame."""
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+    blank = ""
+    started = time.perf_counter()
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), command],
+        env=env,
+        check=True,
+    )
+    pane_pid = int(
+        subprocess.run(
+            ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    previous = blank = capture(session)
+    last_change_at = started
+    rss_at_change = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            screen = capture(session)
+            if screen != previous:
+                last_change_at = now
+                rss_at_change = tree_rss(pane_pid)
+                previous = screen
+                if TRACE:
+                    first_line = next((ln for ln in screen.splitlines() if ln.strip()), "")
+                    print(f"  change at {now - started:.3f} s: {_plain(first_line)[:60]!r}")
+            elif previous != blank and now - last_change_at >= STABLE_FOR_S:
+                return FrameTiming(last_change_at - started, rss_at_change)
+            if now - started > GIVE_UP_AFTER_S:
+                raise RuntimeError(f"no stable frame within {GIVE_UP_AFTER_S} s: {command}")
+            time.sleep(POLL_EVERY_S)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+
+
+def time_version(muxtui: str, env: dict[str, str], runs: int) -> list[float]:
+    """Wall time of `muxtui --version`, one figure per run."""
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([muxtui, "--version"], env=env, capture_output=True, check=True)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--version-runs", type=int, default=9)
+    parser.add_argument(
+        "--scenario",
+        choices=("empty", "configured"),
+        default="empty",
+        help="empty: first run, nothing configured (discovery on); configured: one provider",
+    )
+    parser.add_argument("--cmd", help="time this command instead of `muxtui --config ...`")
+    args = parser.parse_args(argv)
+
+    if shutil.which("tmux") is None:
+        print("startup.py needs tmux on PATH", file=sys.stderr)
+        return 2
+    muxtui = shutil.which("muxtui") or str(Path(sys.executable).parent / "muxtui")
+    with tempfile.TemporaryDirectory(prefix="muxtui-startup-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = isolated_env(home)
+        config_file = Path(tmp) / "config.toml"
+        if args.scenario == "configured":
+            config_file.write_text(CONFIGURED, encoding="utf-8")
+        command = args.cmd or (
+            f"cd {shlex.quote(tmp)} && exec {shlex.quote(muxtui)} "
+            f"--config {shlex.quote(str(config_file))}"
+        )
+        if args.scenario == "empty" and not args.cmd:
+            command = f"cd {shlex.quote(tmp)} && exec {shlex.quote(muxtui)}"
+        session = f"muxtui-startup-{os.getpid()}"
+        time_first_frame(command, env, session)  # warm the page cache and .pyc files
+        frames = [time_first_frame(command, env, session) for _ in range(args.runs)]
+        versions = time_version(muxtui, env, args.version_runs)
+
+    first_frame = statistics.median(f.first_frame_s for f in frames)
+    rss = statistics.median(f.rss_bytes for f in frames)
+    version = statistics.median(versions)
+    print(f"command: {command if args.cmd else 'muxtui'}  scenario: {args.scenario}")
+    print(f"cores: {os.cpu_count()}  python: {sys.version.split()[0]}  tmux {WIDTH}x{HEIGHT}")
+    runs = ", ".join(f"{f.first_frame_s:.3f}" for f in frames)
+    print(f"first frame   median {first_frame:.3f} s  (target <= 0.300)  runs: {runs}")
+    rss_runs = ", ".join(f"{f.rss_bytes / 2**20:.1f}" for f in frames)
+    print(f"RSS at frame  median {rss / 2**20:.1f} MiB  (target <= 60)  runs: {rss_runs}")
+    version_runs = ", ".join(f"{v:.3f}" for v in versions)
+    print(f"--version     median {version:.3f} s  (target <= 0.150)  runs: {version_runs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Snapshot tests of the layout and themes: chat (dark, light), first run, Models pane."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from engine.config import load_config
+from engine.core import Engine
+from engine.events import ChatStats
+from engine.paths import Paths
+from tests.fake_server import FakeOpenAIServer
+from tests.test_tui_support import local_entry, provider_config, started, wait_until
+from tui.app import MuxtuiApp
+from tui.widgets.prompt_input import PromptInput
+
+SIZE = (120, 40)
+SnapCompare = Callable[..., bool]
+
+REPLY = """\
+Here is a **warm server** check in Python:
+
+```python
+import httpx
+
+def is_ready(port: int) -> bool:
+    return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+```
+
+- polls `/health` every 100 ms
+- never sleeps a fixed time
+"""
+STATS = ChatStats(
+    model="fake",
+    provider="fake",
+    prompt_tokens=12,
+    completion_tokens=58,
+    ttft_s=0.142,
+    tokens_per_s=41.7,
+    total_s=1.53,
+)
+
+
+def app_at_default_path(home: Path, config_text: str) -> MuxtuiApp:
+    """An app whose config lives at the default path, so every path on screen is stable."""
+    paths = Paths.default()
+    assert paths.config_file.is_relative_to(home)
+    paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text(config_text, encoding="utf-8")
+    config = load_config(paths.config_file)
+    return MuxtuiApp(config, paths)
+
+
+async def steady(pilot: Pilot[int]) -> None:
+    """Stop cursors blinking so every screenshot is the same."""
+    for prompt in pilot.app.query(PromptInput):
+        prompt.cursor_blink = False
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
+    await pilot.pause()
+
+
+def chat_setup(theme: str) -> Callable[[Pilot[int]], Awaitable[None]]:
+    """Fill the history with one conversation, open it, and switch to `theme`."""
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        app = await started(pilot)
+        history = app.engine.history
+        older = await history.new_conversation("Which servers are warm?", "fake")
+        await history.add_message(older.id, "user", "Which servers are warm?")
+        conversation = await history.new_conversation("Readiness without sleeping", "fake")
+        await history.add_message(conversation.id, "user", "How do I know a model server is ready?")
+        await history.add_message(conversation.id, "assistant", REPLY, model="fake", stats=STATS)
+        await history.add_message(conversation.id, "user", "And a long one?")
+        await history.add_message(
+            conversation.id, "assistant", "Once upon a time", model="fake", status="stopped"
+        )
+        pane = app.chat_pane
+        await pane.refresh_conversations()
+        await pane.open_conversation(conversation.id)
+        await pane.refresh_conversations()
+        app.theme = theme
+        await steady(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("theme", ["muxtui-dark", "muxtui-light"])
+def test_chat_pane_snapshot(
+    theme: str,
+    snap_compare: SnapCompare,
+    fake_server: FakeOpenAIServer,
+    isolated_home: Path,
+) -> None:
+    app = app_at_default_path(isolated_home, provider_config(fake_server.base_url))
+    assert snap_compare(app, terminal_size=SIZE, run_before=chat_setup(theme))
+
+
+def test_first_run_empty_state_snapshot(snap_compare: SnapCompare, isolated_home: Path) -> None:
+    paths = Paths.default()
+    assert not paths.config_file.exists()
+    config = load_config(paths.config_file)
+    # Nothing is configured; discovery is off for the engine so that what this machine has
+    # installed or running (the `local` extra, Ollama) cannot change the picture.
+    engine = Engine(config, paths, discover=False)
+    app = MuxtuiApp(config, paths, engine=engine)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        app = await started(pilot)
+        await wait_until(pilot, lambda: not app.chat_pane.discovering, "discovery to end")
+        await steady(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_models_pane_snapshot(
+    snap_compare: SnapCompare, fake_server: FakeOpenAIServer, isolated_home: Path
+) -> None:
+    config_text = provider_config(
+        fake_server.base_url,
+        models=("fake", "llama-3.1-8b"),
+        extra=local_entry("qwen3-30b") + local_entry("gemma-tiny", ttl=600),
+    )
+    app = app_at_default_path(isolated_home, config_text)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await started(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("down", "down")
+        await steady(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

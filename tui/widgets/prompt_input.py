@@ -1,0 +1,68 @@
+"""The multi-line prompt box: Enter sends, Ctrl+J (or Shift/Alt+Enter where the terminal tells
+them apart) starts a new line."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import TextArea
+
+
+class PromptInput(TextArea):
+    """A TextArea whose Enter key submits the text instead of inserting a newline."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Priority, so Enter is ours before TextArea's own key handler inserts a newline.
+        Binding(
+            "enter",
+            "submit",
+            "Send",
+            id="send",
+            priority=True,
+            tooltip="Send the prompt to the selected model",
+        ),
+        Binding(
+            "ctrl+j,shift+enter,alt+enter",
+            "newline",
+            "Newline",
+            id="newline",
+            priority=True,
+            show=False,
+            key_display="^j",
+            tooltip="Start a new line in the prompt (Ctrl+J works in every terminal)",
+        ),
+    ]
+
+    class Submitted(Message):
+        """The person pressed the send key; `text` is the whole prompt."""
+
+        def __init__(self, prompt_input: PromptInput, text: str) -> None:
+            super().__init__()
+            self.prompt_input = prompt_input
+            self.text = text
+
+        @property
+        def control(self) -> PromptInput:
+            """The prompt box that was submitted."""
+            return self.prompt_input
+
+    def __init__(self, *, id: str | None = None, placeholder: str = "") -> None:
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            tab_behavior="focus",
+            show_line_numbers=False,
+            highlight_cursor_line=False,
+            placeholder=placeholder,
+        )
+
+    def action_submit(self) -> None:
+        """Post the prompt text upwards; the chat pane decides what to do with it."""
+        self.post_message(self.Submitted(self, self.text))
+
+    def action_newline(self) -> None:
+        """Insert a line break at the cursor, replacing any selection."""
+        start, end = self.selection
+        self.replace("\n", start, end, maintain_selection_offset=False)
