@@ -1,0 +1,1 @@
+"""Benchmarks with their own loopback servers; not part of the test run."""

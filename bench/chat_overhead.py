@@ -38,6 +38,7 @@ from engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig  # 
 from engine.core import Engine  # noqa: E402
 from engine.events import ChatDelta, ChatMessage  # noqa: E402
 from engine.paths import Paths  # noqa: E402
+from engine.pool import KEEPALIVE_EXPIRY_S  # noqa: E402
 
 MESSAGES = [ChatMessage("user", "Say something, anything at all.")]
 MAX_SECONDS_PER_RUN = 20.0  # a bound on each run besides its request count
@@ -179,8 +180,11 @@ async def bench(args: argparse.Namespace) -> int:
     )
     data = Path(tempfile.mkdtemp(prefix="muxtui-bench-"))
     paths = Paths(data / "config.toml", data / "data", data / "cache", data / "log")
+    # The raw client gets the engine's pool settings, so only the code path differs.
     limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        max_connections=args.concurrency,
+        max_keepalive_connections=args.concurrency,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
     )
     timeout = httpx.Timeout(network.read_timeout, connect=network.connect_timeout)
     report = [

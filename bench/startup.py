@@ -45,6 +45,22 @@ discovery = false
 """
 
 
+# A minimal Textual app (header, one line, footer), timed the same way for comparison: the
+# floor any Textual app pays on this machine (interpreter, Textual's import, first render).
+BASELINE_APP = """
+from textual.app import App
+from textual.widgets import Footer, Header, Static
+
+class Baseline(App):
+    def compose(self):
+        yield Header()
+        yield Static("hello")
+        yield Footer()
+
+Baseline().run()
+"""
+
+
 @dataclass(frozen=True)
 class FrameTiming:
     """One launch: seconds to the first complete frame and the RSS at that frame."""
@@ -132,12 +148,19 @@ def time_first_frame(command: str, env: dict[str, str], session: str) -> FrameTi
             now = time.perf_counter()
             screen = capture(session)
             if screen != previous:
+                if TRACE:
+                    changed = [
+                        index
+                        for index, (old, new) in enumerate(
+                            zip(previous.splitlines(), screen.splitlines(), strict=False)
+                        )
+                        if old != new
+                    ]
+                    line = _plain(screen.splitlines()[changed[-1]])[:110] if changed else ""
+                    print(f"  change at {now - started:.3f} s: rows {changed[:6]} {line!r}")
                 last_change_at = now
                 rss_at_change = tree_rss(pane_pid)
                 previous = screen
-                if TRACE:
-                    first_line = next((ln for ln in screen.splitlines() if ln.strip()), "")
-                    print(f"  change at {now - started:.3f} s: {_plain(first_line)[:60]!r}")
             elif previous != blank and now - last_change_at >= STABLE_FOR_S:
                 return FrameTiming(last_change_at - started, rss_at_change)
             if now - started > GIVE_UP_AFTER_S:
@@ -169,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         help="empty: first run, nothing configured (discovery on); configured: one provider",
     )
     parser.add_argument("--cmd", help="time this command instead of `muxtui --config ...`")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time a minimal Textual app (header, one line, footer) the same way",
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("tmux") is None:
@@ -192,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         time_first_frame(command, env, session)  # warm the page cache and .pyc files
         frames = [time_first_frame(command, env, session) for _ in range(args.runs)]
         versions = time_version(muxtui, env, args.version_runs)
+        baseline: list[FrameTiming] = []
+        if args.baseline:
+            script = Path(tmp) / "baseline_app.py"
+            script.write_text(BASELINE_APP, encoding="utf-8")
+            baseline_command = f"exec {shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+            time_first_frame(baseline_command, env, session)
+            baseline = [time_first_frame(baseline_command, env, session) for _ in range(args.runs)]
 
     first_frame = statistics.median(f.first_frame_s for f in frames)
     rss = statistics.median(f.rss_bytes for f in frames)
@@ -204,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RSS at frame  median {rss / 2**20:.1f} MiB  (target <= 60)  runs: {rss_runs}")
     version_runs = ", ".join(f"{v:.3f}" for v in versions)
     print(f"--version     median {version:.3f} s  (target <= 0.150)  runs: {version_runs}")
+    if baseline:
+        base_frame = statistics.median(f.first_frame_s for f in baseline)
+        base_rss = statistics.median(f.rss_bytes for f in baseline)
+        base_runs = ", ".join(f"{f.first_frame_s:.3f}" for f in baseline)
+        print(
+            f"baseline      minimal Textual app: first frame median {base_frame:.3f} s, "
+            f"RSS {base_rss / 2**20:.1f} MiB  runs: {base_runs}"
+        )
     return 0
 
 

@@ -45,9 +45,9 @@ from engine.events import (
 )
 from engine.history import History
 from engine.pool import ClientPool
-from engine.retry import ATTEMPT_FAILURES, RetryPolicy, classify, interrupted
+from engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
 from engine.router import Router, Target
-from engine.servers import ServerManager
+from engine.servers import LocalEndpoint, ServerManager
 
 if TYPE_CHECKING:
     from engine.discovery import Discovered
@@ -243,21 +243,66 @@ class Engine:
         if not self._started:
             await self.start()
         turn = _Turn(time.monotonic())
+        parts = turn.parts
         targets = await self._plan(model)
         request_messages = tuple(messages)
         for position, target in enumerate(targets):
-            events = (
-                self._local_chat(target, request_messages, params, turn)
-                if target.local
-                else self._remote_chat(target, None, request_messages, params, turn)
-            )
             try:
-                async with aclosing(events):
-                    async for event in events:
-                        yield event
+                async with contextlib.AsyncExitStack() as held:
+                    fixed_endpoint = None
+                    if target.local:
+                        lease: list[LocalEndpoint] = []
+                        async with aclosing(self._hold_local(target, held, lease)) as statuses:
+                            async for status in statuses:
+                                yield status
+                        local = lease[0]
+                        fixed_endpoint = Endpoint(target.name, local.base_url.rstrip("/"))
+                        target = replace(target, model_id=local.model_id or target.model_id)
+                    request = ChatRequest(target.model_id, request_messages, params)
+                    # The attempts are inlined rather than a generator of their own: every
+                    # generator layer costs each streamed token another resume.
+                    attempt = 0
+                    while True:
+                        endpoint = fixed_endpoint or self.router.pick(target)
+                        health = self.router.health(endpoint.base_url)
+                        backend = self._backend(target.kind, endpoint, target.max_connections)
+                        failure = None
+                        health.in_flight += 1
+                        try:
+                            stream = (
+                                backend.stream_chat(request)
+                                if params.stream
+                                else _whole_reply(backend, request)
+                            )
+                            async with aclosing(stream):
+                                async for item in stream:
+                                    if isinstance(item, ChatDelta):
+                                        if not parts:
+                                            turn.first_at = time.monotonic()
+                                        parts.append(item.text)
+                                        yield item
+                                    else:
+                                        turn.end = item
+                        except ATTEMPT_FAILURES as exc:
+                            failure = classify(exc, endpoint)
+                        finally:
+                            health.in_flight -= 1
+                        if failure is None:
+                            health.succeeded()
+                            turn.ended_at = time.monotonic()
+                            turn.provider = "local" if target.local else endpoint.provider
+                            break
+                        health.failed(self.retry_policy)
+                        delay = self._retry_delay(failure, endpoint, attempt, turn)
+                        attempt += 1
+                        yield ChatStatus(
+                            f"{failure.error}; retrying in {delay:.1f} s "
+                            f"({attempt}/{self.retry_policy.retries})"
+                        )
+                        await asyncio.sleep(delay)
             except (ProviderError, LocalServerError) as exc:
                 last = position == len(targets) - 1
-                if last or turn.parts or isinstance(exc, _NO_FALLBACK):
+                if last or parts or isinstance(exc, _NO_FALLBACK):
                     raise
                 yield ChatStatus(f"{exc}; trying {targets[position + 1].name}")
                 continue
@@ -282,80 +327,29 @@ class Engine:
             backend = self._backends[key] = BACKENDS[kind](client, endpoint)
         return backend
 
-    async def _remote_chat(
-        self,
-        target: Target,
-        fixed_endpoint: Endpoint | None,
-        messages: tuple[ChatMessage, ...],
-        params: ChatParams,
-        turn: _Turn,
-    ) -> AsyncGenerator[ChatEvent, None]:
-        """Attempts against the target's endpoints, retried while no text has arrived."""
+    def _retry_delay(
+        self, failure: AttemptFailure, endpoint: Endpoint, attempt: int, turn: _Turn
+    ) -> float:
+        """Seconds to wait before trying again, or the error to raise when it must not be."""
         policy = self.retry_policy
-        request = ChatRequest(target.model_id, messages, params)
-        parts = turn.parts
-        attempt = 0
-        while True:
-            endpoint = fixed_endpoint or self.router.pick(target)
-            health = self.router.health(endpoint.base_url)
-            backend = self._backend(target.kind, endpoint, target.max_connections)
-            failure = None
-            health.in_flight += 1
-            try:
-                if params.stream:
-                    async with aclosing(backend.stream_chat(request)) as stream:
-                        async for item in stream:
-                            if isinstance(item, ChatDelta):
-                                if not parts:
-                                    turn.first_at = time.monotonic()
-                                parts.append(item.text)
-                                yield item
-                            else:
-                                turn.end = item
-                else:
-                    completion = await backend.complete(request)
-                    turn.first_at = time.monotonic()
-                    turn.end = completion.end
-                    if completion.text:
-                        parts.append(completion.text)
-                        yield ChatDelta(completion.text)
-            except ATTEMPT_FAILURES as exc:
-                failure = classify(exc, endpoint)
-            finally:
-                health.in_flight -= 1
-            if failure is None:
-                health.succeeded()
-                turn.ended_at = time.monotonic()
-                turn.provider = "local" if target.local else endpoint.provider
-                return
-            health.failed(policy)
-            if parts:
-                raise interrupted(failure, endpoint, turn.text())
-            retry_after = failure.retry_after
-            if retry_after is not None and retry_after > policy.max_retry_after:
-                raise RateLimitedError(
-                    endpoint.provider,
-                    f"rate limited; the server asks to wait {retry_after:.0f} s; "
-                    "try again then, or give the model fallbacks in the config",
-                    status=failure.error.status,
-                )
-            if not failure.retryable or attempt >= policy.retries:
-                raise failure.error
-            delay = policy.delay(attempt, retry_after)
-            attempt += 1
-            yield ChatStatus(
-                f"{failure.error}; retrying in {delay:.1f} s ({attempt}/{policy.retries})"
+        if turn.parts:
+            raise interrupted(failure, endpoint, turn.text())
+        retry_after = failure.retry_after
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            raise RateLimitedError(
+                endpoint.provider,
+                f"rate limited; the server asks to wait {retry_after:.0f} s; "
+                "try again then, or give the model fallbacks in the config",
+                status=failure.error.status,
             )
-            await asyncio.sleep(delay)
+        if not failure.retryable or attempt >= policy.retries:
+            raise failure.error
+        return policy.delay(attempt, retry_after)
 
-    async def _local_chat(
-        self,
-        target: Target,
-        messages: tuple[ChatMessage, ...],
-        params: ChatParams,
-        turn: _Turn,
-    ) -> AsyncGenerator[ChatEvent, None]:
-        """Start (or join) the local server, forwarding its progress, then chat with it."""
+    async def _hold_local(
+        self, target: Target, held: contextlib.AsyncExitStack, lease: list[LocalEndpoint]
+    ) -> AsyncGenerator[ChatStatus, None]:
+        """Start (or join) the local server, forwarding its progress, and hold it in `held`."""
         statuses: list[str] = []
         wake = asyncio.Event()
 
@@ -382,17 +376,20 @@ class Engine:
             elif not entering.cancelled() and entering.exception() is None:
                 await manager.__aexit__(None, None, None)
             raise
-        local = entering.result()
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_exit(manager)
-            while statuses:
-                yield ChatStatus(statuses.pop(0))
-            endpoint = Endpoint(provider=target.name, base_url=local.base_url.rstrip("/"))
-            local_target = replace(target, model_id=local.model_id or target.model_id)
-            events = self._remote_chat(local_target, endpoint, messages, params, turn)
-            async with aclosing(events):
-                async for event in events:
-                    yield event
+        lease.append(entering.result())
+        held.push_async_exit(manager)
+        while statuses:
+            yield ChatStatus(statuses.pop(0))
+
+
+async def _whole_reply(
+    backend: Backend, request: ChatRequest
+) -> AsyncGenerator[ChatDelta | StreamEnd, None]:
+    """A non-streaming request, shaped like a stream of one delta."""
+    completion = await backend.complete(request)
+    if completion.text:
+        yield ChatDelta(completion.text)
+    yield completion.end
 
 
 @dataclass

@@ -15,6 +15,9 @@ import httpx
 from engine.config import NetworkConfig
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Idle connections live this long: a person's pause between chat turns should not cost a new
+# TLS handshake to a remote provider (httpx's default is 5 s).
+KEEPALIVE_EXPIRY_S = 30.0
 
 
 def endpoint_key(base_url: str) -> str:
@@ -48,7 +51,7 @@ class ClientPool:
         limits = httpx.Limits(
             max_connections=connections,
             max_keepalive_connections=max(1, min(network.max_keepalive, connections)),
-            keepalive_expiry=30.0,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
         # Waiting for a free pooled connection is part of waiting for the reply.
         timeout = httpx.Timeout(network.read_timeout, connect=network.connect_timeout)

@@ -117,13 +117,17 @@ class ManagedProcess:
     async def kill(self) -> None:
         """SIGKILL the whole group and wait (bounded) until it is gone."""
         signal_group(self.pgid, signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
-        deadline = time.monotonic() + 2.0
-        while group_alive(self.pgid) and time.monotonic() < deadline:
-            signal_group(self.pgid, signal.SIGKILL)
-            await asyncio.sleep(0.02)
-        _GUARD.unregister(self.pgid)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
+            deadline = time.monotonic() + 2.0
+            while group_alive(self.pgid) and time.monotonic() < deadline:
+                signal_group(self.pgid, signal.SIGKILL)
+                await asyncio.sleep(0.02)
+        finally:
+            # SIGKILL has been sent to the whole group, so even a cancelled wait leaves
+            # nothing for the watchdog to do.
+            _GUARD.unregister(self.pgid)
 
 
 async def spawn(

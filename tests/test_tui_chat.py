@@ -358,3 +358,18 @@ async def test_cold_local_model_shows_its_start_then_answers(
             (await app.engine.history.list_conversations())[0].id
         )
         assert stored[-1].model == "tiny" and stored[-1].status == "complete"
+
+
+async def test_engine_that_cannot_start_is_explained_not_a_crash(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig
+) -> None:
+    app = make_app(write_config(provider_config(fake_server.base_url)))
+    app.paths.history_db.mkdir(parents=True)  # a folder where the history file should be
+    async with app.run_test(size=(120, 40)) as pilot:
+        note = app.query_one("#chat-note")
+        await wait_until(pilot, lambda: bool(note.display), "the engine error")
+        assert "could not start" in str(note.render())
+        assert "move it aside" in str(note.render())
+        await send_prompt(pilot, "hello")
+        assert "could not start" in str(note.render())
+        assert fake_server.chat_requests == 0

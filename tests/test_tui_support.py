@@ -64,7 +64,8 @@ async def started(pilot: Pilot[int]) -> MuxtuiApp:
 async def wait_for_group(app: MuxtuiApp, group: str) -> None:
     """Wait for the app's workers in `group` to end (the log tail thread never does)."""
     workers = [w for w in app.workers if w.group == group and not w.is_cancelled]
-    await app.workers.wait_for_complete(workers)
+    if workers:  # an empty list would mean "every worker" to wait_for_complete
+        await app.workers.wait_for_complete(workers)
 
 
 async def send_prompt(pilot: Pilot[int], text: str, *, type_keys: bool = False) -> None:

@@ -26,6 +26,7 @@ from tui.bridge import (
     ServerStateUpdated,
 )
 from tui.chat_pane import ChatPane
+from tui.display import describe
 
 if TYPE_CHECKING:
     from textual.theme import Theme
@@ -41,6 +42,8 @@ SAVE_AFTER_S = 0.3
 # How long the chat pane says "looking for models" before it shows how to add one; local
 # probes give up after 0.5 s, so only remote catalogs can still be running by then.
 DISCOVERY_WAIT_S = 3.0
+# Seconds after the first paint before the engine starts and the hidden panes mount.
+FIRST_FRAME_SETTLE_S = 0.05
 
 
 def _load_engine_class() -> type[Engine]:
@@ -104,7 +107,7 @@ class MuxtuiApp(App[int]):
         with TabbedContent(id="panes", initial="chat"):
             with TabPane("Chat", id="chat"):
                 yield ChatPane(self.config, self.paths.config_file, id="chat-pane")
-            # The Models pane is mounted after the first frame (see `_mount_later_panes`).
+            # The Models pane is mounted after the first frame (see `_after_first_frame`).
             yield TabPane("Models", id="models")
         yield Footer()
 
@@ -119,7 +122,9 @@ class MuxtuiApp(App[int]):
                 "(Ctrl+T picks one)",
                 severity="warning",
             )
-        self.call_after_refresh(self._after_first_frame)
+        # Textual completes its first frame a refresh later (footer keys, tab underline); the
+        # engine's import would hold the GIL and delay that, so it starts a moment after.
+        self.call_after_refresh(self.set_timer, FIRST_FRAME_SETTLE_S, self._after_first_frame)
 
     async def _after_first_frame(self) -> None:
         """Start the engine, then mount the hidden panes (their imports and widgets cost ~60 ms)."""
@@ -138,16 +143,14 @@ class MuxtuiApp(App[int]):
 
     async def _run_engine_start(self) -> None:
         """Create (if needed) and start the engine; history and discovery happen here."""
-        from engine.errors import MuxtuiError
-
         try:
             if self.engine is None:
                 engine_class = await asyncio.to_thread(_load_engine_class)
                 self.engine = engine_class(self.config, self.paths)
             self.bridge.attach(self.engine)
             await self.engine.start()
-        except MuxtuiError as exc:
-            self.post_message(EngineFailed(str(exc)))
+        except Exception as exc:  # whatever it is, say so in the pane instead of failing silently
+            self.post_message(EngineFailed(describe(exc)))
             self.post_message(DiscoveryFinished())
             return
         self.post_message(EngineStarted())
@@ -175,6 +178,7 @@ class MuxtuiApp(App[int]):
 
     @on(EngineFailed)
     def _engine_failed(self, event: EngineFailed) -> None:
+        self.chat_pane.engine_failed(event.error)
         self.notify(event.error, title="muxtui could not start", severity="error", timeout=30)
 
     @on(ServerStateUpdated)

@@ -16,7 +16,15 @@ from textual.message import Message
 from textual.widgets import Button, Label, OptionList, Static
 
 from engine.config import Config
-from engine.events import ChatDelta, ChatFinished, ChatMessage, ChatParams, ModelEntry, ServerState
+from engine.events import (
+    ChatDelta,
+    ChatFinished,
+    ChatMessage,
+    ChatParams,
+    ChatStats,
+    ModelEntry,
+    ServerState,
+)
 from tui.bridge import (
     DeltaReceived,
     ReplyFailed,
@@ -25,6 +33,7 @@ from tui.bridge import (
     StatusReported,
     chat_message,
 )
+from tui.display import describe
 from tui.widgets.chat_log import ChatLog
 from tui.widgets.chat_settings import ChatSettings, ChatSettingsError
 from tui.widgets.conversation_list import ConversationList
@@ -33,7 +42,7 @@ from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
     from engine.core import Engine
-    from engine.history import StoredMessage
+    from engine.history import MessageStatus, StoredMessage
     from tui.widgets.message_view import MessageView, ShownMessage
 
 TITLE_LENGTH = 48
@@ -80,6 +89,7 @@ class Turn:
     params: ChatParams
     view: MessageView
     text_parts: list[str] = field(default_factory=list)
+    stats: ChatStats | None = None
 
 
 class ChatPane(Horizontal):
@@ -115,6 +125,7 @@ class ChatPane(Horizontal):
         self.config = config
         self.config_file = config_file
         self.engine: Engine | None = None
+        self.engine_error = ""
         self.engine_ready = asyncio.Event()
         self.models: list[ModelEntry] = configured_models(config)
         self.discovering = config.network.discovery
@@ -138,7 +149,12 @@ class ChatPane(Horizontal):
                 yield Label("Model", classes="toolbar-label")
                 yield Button("", id="model-button", compact=True, tooltip="Switch model (^o)")
             yield ChatSettings(id="chat-settings")
-            yield EmptyState(self.config_file, searching=self.discovering, id="empty-state")
+            yield EmptyState(
+                self.config_file,
+                searching=self.discovering,
+                discovery=self.config.network.discovery,
+                id="empty-state",
+            )
             yield ChatLog(id="chat-log")
             yield Static("", id="chat-note", markup=False)
             yield PromptInput(
@@ -157,6 +173,12 @@ class ChatPane(Horizontal):
         self.engine_ready.set()
         self.refresh_models()
         await self.refresh_conversations()
+
+    def engine_failed(self, error: str) -> None:
+        """The engine could not start: say so where the next reply would appear."""
+        self.engine_error = error
+        self.engine_ready.set()
+        self._note(f"muxtui could not start its engine: {error}")
 
     def refresh_models(self) -> None:
         """Re-read the known models from the engine and keep a sensible current one."""
@@ -325,21 +347,26 @@ class ChatPane(Horizontal):
         except ChatSettingsError as exc:
             self._note(str(exc))
             return
-        self._note("")
-        prompt = self.query_one(PromptInput)
-        prompt.clear()
         await self.engine_ready.wait()
-        assert self.engine is not None
+        if self.engine is None:
+            self._note(f"muxtui could not start its engine: {self.engine_error}")
+            return
         from tui.widgets.message_view import ShownMessage
 
         history = self.engine.history
-        if self.conversation_id is None:
-            conversation = await history.new_conversation(title_for(text), self.current_model)
-            self.conversation_id = conversation.id
-            self._set_title(conversation.title)
-        else:
-            await history.set_model(self.conversation_id, self.current_model)
-        await history.add_message(self.conversation_id, "user", text)
+        try:
+            if self.conversation_id is None:
+                conversation = await history.new_conversation(title_for(text), self.current_model)
+                self.conversation_id = conversation.id
+                self._set_title(conversation.title)
+            else:
+                await history.set_model(self.conversation_id, self.current_model)
+            await history.add_message(self.conversation_id, "user", text)
+        except Exception as exc:  # a broken history must not take the app down
+            self._note(f"could not save the prompt to history ({describe(exc)}); not sent")
+            return
+        self._note("")
+        self.query_one(PromptInput).clear()
         log = self.query_one(ChatLog)
         await log.add_message(ShownMessage("user", text))
         view = await log.add_message(
@@ -360,7 +387,7 @@ class ChatPane(Horizontal):
     @work(exclusive=True, group="chat", exit_on_error=False)
     async def stream_reply(self, turn: Turn) -> None:
         """Stream one reply from the engine, post it as messages, and store how it ended."""
-        from engine.errors import MuxtuiError, StreamInterruptedError
+        from engine.errors import StreamInterruptedError
 
         assert self.engine is not None
         engine = self.engine
@@ -370,38 +397,42 @@ class ChatPane(Horizontal):
                     turn.text_parts.append(event.text)
                 elif isinstance(event, ChatFinished):
                     turn.text_parts = [event.text]
-                    await engine.history.add_message(
-                        turn.conversation_id,
-                        "assistant",
-                        event.text,
-                        model=turn.model,
-                        stats=event.stats,
-                    )
+                    turn.stats = event.stats
                 message = chat_message(turn.turn_id, event)
                 if message is not None:
                     self.post_message(message)
         except asyncio.CancelledError:
             self.post_message(ReplyStopped(turn.turn_id))
-            partial = "".join(turn.text_parts)
-            await asyncio.shield(
-                engine.history.add_message(
-                    turn.conversation_id, "assistant", partial, model=turn.model, status="stopped"
-                )
-            )
+            # Shielded: the partial reply is stored even though this task is being cancelled.
+            await asyncio.shield(self._store_reply(turn, "stopped"))
             raise
         except Exception as exc:
-            partial = "".join(turn.text_parts)
-            if isinstance(exc, StreamInterruptedError):
-                partial = exc.partial_text or partial
-            error = str(exc) if isinstance(exc, MuxtuiError) else f"{type(exc).__name__}: {exc}"
-            self.post_message(ReplyFailed(turn.turn_id, error, partial))
-            await engine.history.add_message(
+            if isinstance(exc, StreamInterruptedError) and exc.partial_text:
+                turn.text_parts = [exc.partial_text]
+            error = describe(exc)
+            self.post_message(ReplyFailed(turn.turn_id, error, "".join(turn.text_parts)))
+            await self._store_reply(turn, "error", error)
+            return
+        await self._store_reply(turn, "complete")
+
+    async def _store_reply(self, turn: Turn, status: MessageStatus, error: str = "") -> None:
+        """Save how a reply ended; a history failure is reported, never raised."""
+        assert self.engine is not None
+        try:
+            await self.engine.history.add_message(
                 turn.conversation_id,
                 "assistant",
-                partial,
+                "".join(turn.text_parts),
                 model=turn.model,
-                status="error",
+                status=status,
+                stats=turn.stats,
                 error=error,
+            )
+        except Exception as exc:
+            self.app.notify(
+                f"could not save the reply to history: {describe(exc)}",
+                title="history",
+                severity="warning",
             )
 
     def _current_turn(self, turn_id: int) -> Turn | None:

@@ -11,3 +11,12 @@ def shorten_home(path: Path) -> str:
         return "~/" + str(path.relative_to(Path.home()))
     except ValueError:
         return str(path)
+
+
+def describe(error: BaseException) -> str:
+    """An error as one line: muxtui's own errors already name the fix; others get their type."""
+    from engine.errors import MuxtuiError
+
+    if isinstance(error, MuxtuiError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

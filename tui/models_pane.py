@@ -82,12 +82,18 @@ class ModelsPane(Vertical):
         if self._refresh_timer is not None:
             self._refresh_timer.stop()
             self._refresh_timer = None
-        if self.engine is not None:
-            self.entries = list(self.engine.list_models())
+        if self.engine is None:
+            return
+        self._refresh_timer = self.set_timer(REFRESH_EVERY_S, self.refresh_models)
+        if not self.is_on_screen:  # hidden behind another tab: catch up in on_show
+            return
+        self.entries = list(self.engine.list_models())
         self.query_one(ModelTable).show_entries(self.entries)
         self._show_selected()
-        if self.engine is not None:
-            self._refresh_timer = self.set_timer(REFRESH_EVERY_S, self.refresh_models)
+
+    def on_show(self) -> None:
+        """Bring the table up to date as soon as the pane comes into view."""
+        self.call_after_refresh(self.refresh_models)
 
     def _selected_entry(self) -> ModelEntry | None:
         name = self.query_one(ModelTable).selected_name

@@ -52,6 +52,11 @@ class ConversationList(OptionList):
         else:
             self.highlighted = None
 
+    def on_focus(self) -> None:
+        """Put the cursor on the newest conversation when none is highlighted yet."""
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0
+
     @property
     def highlighted_id(self) -> int | None:
         """The conversation id under the cursor, if any."""

@@ -20,8 +20,14 @@ provider = "openrouter"
 id = "meta-llama/llama-3.1-8b-instruct\""""
 
 
-def empty_state_content(config_file: Path) -> Content:
+def empty_state_content(config_file: Path, *, discovery: bool = True) -> Content:
     """The help text: add a provider, install the local extra, or start a local server."""
+    found = (
+        "is found at start-up; start it, then start muxtui again."
+        if discovery
+        else "is found at start-up once discovery is on: remove `discovery = false` "
+        "from [network] in the config."
+    )
     snippet = "\n".join(f"    {line}" for line in PROVIDER_SNIPPET.splitlines())
     return Content.assemble(
         ("No models yet\n\n", "bold $accent"),
@@ -41,8 +47,8 @@ def empty_state_content(config_file: Path) -> Content:
         ("    pip install 'muxtui[local]'", "$text-muted"),
         "\n\n",
         ("3. A server you already run. ", "bold"),
-        "Ollama on 127.0.0.1:11434 or an OpenAI-compatible server on 127.0.0.1:8080 "
-        "is found at start-up; start it, then start muxtui again.",
+        "Ollama on 127.0.0.1:11434 or an OpenAI-compatible server on 127.0.0.1:8080 ",
+        found,
     )
 
 
@@ -58,10 +64,13 @@ def searching_content() -> Content:
 class EmptyState(Static):
     """The first-run help: how to add a provider or install the `local` extra."""
 
-    def __init__(self, config_file: Path, *, searching: bool, id: str | None = None) -> None:
+    def __init__(
+        self, config_file: Path, *, searching: bool, discovery: bool, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.config_file = config_file
         self.searching = searching
+        self.discovery = discovery
 
     def on_mount(self) -> None:
         """Show the help, or that discovery is still running."""
@@ -73,4 +82,4 @@ class EmptyState(Static):
         if searching:
             self.update(searching_content())
         else:
-            self.update(empty_state_content(self.config_file))
+            self.update(empty_state_content(self.config_file, discovery=self.discovery))
