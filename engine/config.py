@@ -318,9 +318,33 @@ def save_config(config: Config, path: Path) -> None:
     write_private_atomically(path, data)
 
 
+def update_config_file(path: Path, table: str, values: dict[str, Any]) -> None:
+    """Set `values` under `[table]` in the file, keeping the person's comments and layout."""
+    import tomlkit
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(
+            f"config error: {path}: not saved, the file is not valid TOML ({exc}); fix it first"
+        ) from None
+    section = document.get(table)
+    if section is None:
+        section = tomlkit.table()
+        document[table] = section
+    for key, value in values.items():
+        section[key] = value
+    write_private_atomically(path, tomlkit.dumps(document).encode("utf-8"))
+
+
 def write_private_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so a crash leaves either the old or the new file, mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)

@@ -256,7 +256,9 @@ class Engine:
                             async for status in statuses:
                                 yield status
                         local = lease[0]
-                        fixed_endpoint = Endpoint(target.name, local.base_url.rstrip("/"))
+                        fixed_endpoint = Endpoint(
+                            target.name, local.base_url.rstrip("/"), local=True
+                        )
                         target = replace(target, model_id=local.model_id or target.model_id)
                     request = ChatRequest(target.model_id, request_messages, params)
                     # The attempts are inlined rather than a generator of their own: every

@@ -82,6 +82,13 @@ class AttemptFailure:
     cause: str = ""  # a short reason, for a stream that broke after text arrived
 
 
+# A local server that stops answering has usually died; the manager restarts it on demand.
+_LOCAL_FIX = (
+    "the local server stopped answering; its log is in the Models pane (F3) and "
+    "`muxtui models` shows its state; ask again to restart it"
+)
+
+
 def classify(exc: BaseException, endpoint: Endpoint) -> AttemptFailure:
     """Turn an HTTP failure, a protocol mismatch or a transport error into a typed error."""
     if isinstance(exc, HTTPFailure):
@@ -110,17 +117,17 @@ def classify(exc: BaseException, endpoint: Endpoint) -> AttemptFailure:
         return AttemptFailure(error, retryable=False, cause=f"{what}: {type(exc).__name__}")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         reason = _reason(exc)
-        message = (
-            f"cannot connect to {endpoint.base_url} ({reason}); "
-            "check that the server is running and the provider's base_url in the config"
+        fix = (
+            _LOCAL_FIX
+            if endpoint.local
+            else "check that the server is running and the provider's base_url in the config"
         )
+        message = f"cannot connect to {endpoint.base_url} ({reason}); {fix}"
         return AttemptFailure(UnreachableError(endpoint.provider, message), retryable=True)
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
         # The server dropped the connection before sending anything we could use.
-        message = (
-            f"the connection to {endpoint.base_url} broke ({_reason(exc)}); "
-            "check the server's log, then try again"
-        )
+        fix = _LOCAL_FIX if endpoint.local else "check the server's log, then try again"
+        message = f"the connection to {endpoint.base_url} broke ({_reason(exc)}); {fix}"
         error = ServerError(endpoint.provider, message)
         return AttemptFailure(error, retryable=True, cause=f"connection lost: {_reason(exc)}")
     if isinstance(exc, httpx.HTTPError):

@@ -286,3 +286,35 @@ def test_default_config_path_is_in_platform_dir(isolated_home: Path) -> None:
 def test_error_raises_config_error_type(write_config: Callable[[str], Path]) -> None:
     with pytest.raises(ConfigError):
         load_config(write_config("[cache\n"))
+
+
+def test_ui_update_keeps_comments_and_other_tables(write_config: Callable[[str], Path]) -> None:
+    from engine.config import update_config_file
+
+    text = (
+        "# my providers\n[providers.p]  # the box under the desk\n"
+        'base_url = "http://127.0.0.1:9/v1"\n\n[ui]\ntheme = "muxtui-dark"  # dark at night\n'
+    )
+    path = write_config(text)
+    update_config_file(path, "ui", {"theme": "muxtui-light", "last_model": "p:x"})
+    updated = path.read_text()
+    assert "# my providers" in updated and "# the box under the desk" in updated
+    config = load_config(path)
+    assert config.ui.theme == "muxtui-light" and config.ui.last_model == "p:x"
+    assert config.providers["p"].urls == ["http://127.0.0.1:9/v1"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_ui_update_refuses_to_clobber_a_broken_file(write_config: Callable[[str], Path]) -> None:
+    from engine.config import update_config_file
+
+    path = write_config("[ui\ntheme = 1\n")
+    with pytest.raises(ConfigError, match="not saved"):
+        update_config_file(path, "ui", {"theme": "x"})
+    assert path.read_text() == "[ui\ntheme = 1\n"
+
+
+def test_new_config_dir_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "config.toml"
+    save_config(Config(), path)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -393,3 +393,28 @@ def unused_port() -> int:
 def test_policy_from_config_uses_network_retries(paths: Paths, tmp_path: Path) -> None:
     engine = Engine(Config(network=NetworkConfig(retries=7)), paths, discover=False)
     assert engine.retry_policy.retries == 7
+
+
+@pytest.mark.parametrize("local", [False, True])
+async def test_refused_connection_names_the_right_fix(local: bool) -> None:
+    import socket
+
+    import httpx
+
+    from engine.backends.base import Endpoint
+    from engine.retry import classify
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = Endpoint("gemma" if local else "box", f"http://127.0.0.1:{port}/v1", local=local)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(f"{endpoint.base_url}/models")
+    failure = classify(caught.value, endpoint)
+    text = str(failure.error)
+    assert failure.retryable
+    if local:
+        assert "local server stopped answering" in text and "base_url" not in text
+    else:
+        assert "base_url in the config" in text

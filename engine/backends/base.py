@@ -29,6 +29,7 @@ class Endpoint:
     api_key: str = field(default="", repr=False)
     api_key_env: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    local: bool = False  # a server muxtui started: its failures point at its log, not the config
 
 
 @dataclass(frozen=True)
