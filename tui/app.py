@@ -14,7 +14,8 @@ from textual.screen import Screen
 from textual.widget import MountError
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from engine.config import Config, save_config
+from engine.config import Config, update_config_file
+from engine.errors import MuxtuiError
 from engine.paths import Paths
 from themes import ThemeFileError, load_themes
 from tui.bridge import (
@@ -252,9 +253,14 @@ class MuxtuiApp(App[int]):
     def _save_config(self) -> str:
         """Write the config file (atomic, mode 0600); returns what went wrong, if anything."""
         try:
-            save_config(self.config, self.paths.config_file)
+            ui = self.config.ui
+            update_config_file(
+                self.paths.config_file, "ui", {"theme": ui.theme, "last_model": ui.last_model}
+            )
         except OSError as exc:
             return f"could not save {self.paths.config_file}: {exc.strerror or exc}"
+        except MuxtuiError as exc:
+            return str(exc)
         return ""
 
     # --- command palette ---------------------------------------------------------------------

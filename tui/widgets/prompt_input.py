@@ -58,11 +58,20 @@ class PromptInput(TextArea):
             placeholder=placeholder,
         )
 
+    # Priority bindings run in the app's queue, ahead of typed keys still waiting in this
+    # widget's queue (a fast burst, a paste-like send); `call_later` queues the work behind them.
+
     def action_submit(self) -> None:
-        """Post the prompt text upwards; the chat pane decides what to do with it."""
-        self.post_message(self.Submitted(self, self.text))
+        """Post the prompt text upwards once every key typed before Enter has landed."""
+        self.call_later(self._post_submitted)
 
     def action_newline(self) -> None:
-        """Insert a line break at the cursor, replacing any selection."""
+        """Insert a line break at the cursor, after the keys typed before it."""
+        self.call_later(self._insert_newline)
+
+    def _post_submitted(self) -> None:
+        self.post_message(self.Submitted(self, self.text))
+
+    def _insert_newline(self) -> None:
         start, end = self.selection
         self.replace("\n", start, end, maintain_selection_offset=False)

@@ -1,0 +1,50 @@
+"""The prompt box sends exactly what was typed, even when keys arrive in one burst."""
+
+from __future__ import annotations
+
+from textual import events, on
+from textual.app import App, ComposeResult
+
+from tui.widgets.prompt_input import PromptInput
+
+
+class PromptApp(App[None]):
+    """Just the prompt box, recording what it submits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submitted: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield PromptInput(id="prompt")
+
+    @on(PromptInput.Submitted)
+    def _record(self, event: PromptInput.Submitted) -> None:
+        self.submitted.append(event.text)
+
+
+def _burst(app: App[None], text: str, *keys: str) -> None:
+    """Post keys back to back, as a fast terminal or tmux send-keys delivers them."""
+    for char in text:
+        app.post_message(events.Key(char, char))
+    for key in keys:
+        app.post_message(events.Key(key, None))
+
+
+async def test_enter_in_the_same_burst_sends_everything_typed_before_it() -> None:
+    app = PromptApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        _burst(app, "Write a **haiku** about GPUs", "enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.submitted == ["Write a **haiku** about GPUs"]
+
+
+async def test_newline_in_a_burst_lands_where_it_was_typed() -> None:
+    app = PromptApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        _burst(app, "one", "ctrl+j")
+        _burst(app, "two", "enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.submitted == ["one\ntwo"]
