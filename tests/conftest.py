@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from engine.paths import Paths
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.core import Engine
+    from engine.retry import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +54,23 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+async def engines(paths: Paths) -> AsyncIterator[Callable[[Config, RetryPolicy], Engine]]:
+    """Makes engines (no discovery) on the isolated paths and closes them after the test."""
+    from engine.core import Engine
+
+    made: list[Engine] = []
+
+    def make(config: Config, policy: RetryPolicy) -> Engine:
+        engine = Engine(config, paths, discover=False, retry_policy=policy)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        await engine.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 
@@ -41,18 +41,9 @@ def make_config(
 
 
 @pytest.fixture
-async def engine_for(paths: Paths) -> AsyncIterator[Callable[..., Engine]]:
-    """Makes engines on the isolated paths and closes them after the test."""
-    engines: list[Engine] = []
-
-    def make(config: Config, policy: RetryPolicy = FAST) -> Engine:
-        engine = Engine(config, paths, discover=False, retry_policy=policy)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.aclose()
+def engine_for(engines: Callable[[Config, RetryPolicy], Engine]) -> Callable[..., Engine]:
+    """Engines with fast retries unless the test gives its own policy."""
+    return lambda config, policy=FAST: engines(config, policy)
 
 
 async def reply(engine: Engine, model: str = "m") -> tuple[str, list[object]]:

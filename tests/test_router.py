@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -100,17 +100,9 @@ def test_configured_providers_win_over_discovered_ones() -> None:
 
 
 @pytest.fixture
-async def make_engine(paths: Paths) -> AsyncIterator[object]:
-    engines: list[Engine] = []
-
-    def make(config: Config, policy: RetryPolicy = NO_RETRY) -> Engine:
-        engine = Engine(config, paths, discover=False, retry_policy=policy)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.aclose()
+def make_engine(engines: Callable[[Config, RetryPolicy], Engine]) -> Callable[..., Engine]:
+    """Engines with no retries unless the test gives its own policy."""
+    return lambda config, policy=NO_RETRY: engines(config, policy)
 
 
 async def chat_text(engine: Engine, model: str) -> tuple[str, list[object]]:
