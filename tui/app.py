@@ -12,7 +12,8 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import MountError
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, Tab, TabbedContent, TabPane, Tabs
+from textual.widgets._tabs import Underline  # textual is pinned (==8.2.8)
 
 from engine.config import Config, update_config_file
 from engine.errors import MuxtuiError
@@ -28,6 +29,8 @@ from tui.bridge import (
 )
 from tui.chat_pane import ChatPane
 from tui.display import describe
+from tui.widgets.footer import KeysFooter
+from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
     from textual.theme import Theme
@@ -110,10 +113,16 @@ class MuxtuiApp(App[int]):
                 yield ChatPane(self.config, self.paths.config_file, id="chat-pane")
             # The Models pane is mounted after the first frame (see `_after_first_frame`).
             yield TabPane("Models", id="models")
-        yield Footer()
+        yield KeysFooter()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         """Save theme changes, report a broken theme file, start the engine after the frame."""
+        # Focus the prompt and compose the footer's keys now, so the first frame has them
+        # (Textual would focus the prompt as the screen resumes, and the footer would show
+        # its keys a refresh or two after the first frame).
+        self.screen.set_focus(self.query_one("#prompt", PromptInput), scroll_visible=False)
+        await self.query_one(KeysFooter).show_keys()
+        self._place_tab_underline()
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self._theme_file_error:
             self.notify(self._theme_file_error, title="theme file", severity="warning")
@@ -123,9 +132,29 @@ class MuxtuiApp(App[int]):
                 "(Ctrl+T picks one)",
                 severity="warning",
             )
-        # Textual completes its first frame a refresh later (footer keys, tab underline); the
-        # engine's import would hold the GIL and delay that, so it starts a moment after.
+        # The engine's import holds the GIL: it starts a moment after the first paint so it
+        # cannot delay it (or the refreshes right after it, e.g. the terminal's resize).
         self.call_after_refresh(self.set_timer, FIRST_FRAME_SETTLE_S, self._after_first_frame)
+
+    def _place_tab_underline(self) -> None:
+        """Put the tabs' underline under the active tab before the first frame.
+
+        Textual places it a refresh after the first frame, once the tabs are laid out: a second
+        visible change. Tabs are `width: auto` in a row, so the place follows from the labels and
+        padding; Textual's own placement then sets the same values (no change, no repaint).
+        """
+        tabs = self.query_one("#panes Tabs", Tabs)
+        x = 0
+        for tab in tabs.query("#tabs-list > Tab").results(Tab):
+            if not tab.display:
+                continue
+            gutter = tab.styles.gutter
+            if tab.has_class("-active"):
+                underline = tabs.query_one(Underline)
+                underline.highlight_start = x + gutter.left
+                underline.highlight_end = x + gutter.left + tab.label.cell_length
+                return
+            x += gutter.width + tab.styles.margin.width + tab.label.cell_length
 
     async def _after_first_frame(self) -> None:
         """Start the engine, then mount the hidden panes (their imports and widgets cost ~60 ms)."""

@@ -16,15 +16,6 @@ from textual.message import Message
 from textual.widgets import Button, Label, OptionList, Static
 
 from engine.config import Config
-from engine.events import (
-    ChatDelta,
-    ChatFinished,
-    ChatMessage,
-    ChatParams,
-    ChatStats,
-    ModelEntry,
-    ServerState,
-)
 from tui.bridge import (
     DeltaReceived,
     ReplyFailed,
@@ -42,6 +33,7 @@ from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
     from engine.core import Engine
+    from engine.events import ChatMessage, ChatParams, ChatStats, ModelEntry
     from engine.history import MessageStatus, StoredMessage
     from tui.widgets.message_view import MessageView, ShownMessage
 
@@ -50,6 +42,8 @@ TITLE_LENGTH = 48
 
 def configured_models(config: Config) -> list[ModelEntry]:
     """The models named in the config, known before the engine has started."""
+    from engine.events import ModelEntry, ServerState
+
     entries = [
         ModelEntry(name, model.provider, False, ServerState.REMOTE, model_id=model.id or name)
         for name, model in config.models.items()
@@ -59,6 +53,11 @@ def configured_models(config: Config) -> list[ModelEntry]:
         for name, local in config.local.items()
     ]
     return entries
+
+
+def configured_model_names(config: Config) -> list[str]:
+    """The names of `configured_models(config)`, without building the entries."""
+    return [*config.models, *config.local]
 
 
 def title_for(prompt: str) -> str:
@@ -127,7 +126,9 @@ class ChatPane(Horizontal):
         self.engine: Engine | None = None
         self.engine_error = ""
         self.engine_ready = asyncio.Event()
-        self.models: list[ModelEntry] = configured_models(config)
+        # Built on first use: the first frame needs only the names (`configured_model_names`),
+        # and the entries would import `engine.events` before it.
+        self._models: list[ModelEntry] | None = None
         self.discovering = config.network.discovery
         self.current_model = ""
         self.conversation_id: int | None = None
@@ -135,6 +136,17 @@ class ChatPane(Horizontal):
         self.context: list[ChatMessage] = []
         self.turn: Turn | None = None
         self._turn_ids = 0
+
+    @property
+    def models(self) -> list[ModelEntry]:
+        """The known models: from the config until the engine has started, then the engine's."""
+        if self._models is None:
+            self._models = configured_models(self.config)
+        return self._models
+
+    @models.setter
+    def models(self, entries: list[ModelEntry]) -> None:
+        self._models = entries
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -163,7 +175,7 @@ class ChatPane(Horizontal):
 
     def on_mount(self) -> None:
         """Pick the starting model from what the config names."""
-        self._choose_model(self.models)
+        self._choose_name(configured_model_names(self.config))
 
     # --- the engine --------------------------------------------------------------------------
 
@@ -187,7 +199,9 @@ class ChatPane(Horizontal):
         self._choose_model(self.models)
 
     def _choose_model(self, entries: Sequence[ModelEntry]) -> None:
-        names = [entry.name for entry in entries]
+        self._choose_name([entry.name for entry in entries])
+
+    def _choose_name(self, names: list[str]) -> None:
         if self.current_model not in names:
             last = self.config.ui.last_model
             self.current_model = last if last in names else (names[0] if names else "")
@@ -351,6 +365,7 @@ class ChatPane(Horizontal):
         if self.engine is None:
             self._note(f"muxtui could not start its engine: {self.engine_error}")
             return
+        from engine.events import ChatMessage
         from tui.widgets.message_view import ShownMessage
 
         history = self.engine.history
@@ -388,6 +403,7 @@ class ChatPane(Horizontal):
     async def stream_reply(self, turn: Turn) -> None:
         """Stream one reply from the engine, post it as messages, and store how it ended."""
         from engine.errors import StreamInterruptedError
+        from engine.events import ChatDelta, ChatFinished
 
         assert self.engine is not None
         engine = self.engine
@@ -451,12 +467,16 @@ class ChatPane(Horizontal):
 
     @on(ReplyFinished)
     async def _reply_finished(self, event: ReplyFinished) -> None:
+        from engine.events import ChatMessage
+
         if turn := self._end_turn(event.turn_id):
             self.context.append(ChatMessage("assistant", event.text))
             await turn.view.finish("complete", text=event.text, stats=event.stats)
 
     @on(ReplyStopped)
     async def _reply_stopped(self, event: ReplyStopped) -> None:
+        from engine.events import ChatMessage
+
         if turn := self._end_turn(event.turn_id):
             if turn.view.text:
                 self.context.append(ChatMessage("assistant", turn.view.text))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label
 
-from engine.events import ChatParams
+if TYPE_CHECKING:
+    from engine.events import ChatParams
 
 
 class ChatSettingsError(ValueError):
@@ -73,6 +76,8 @@ class ChatSettings(Collapsible):
 
     def chat_params(self) -> ChatParams:
         """The sampling settings as the engine takes them; raises ChatSettingsError if invalid."""
+        from engine.events import ChatParams
+
         temperature_text = self._values["temperature"].strip()
         max_tokens_text = self._values["max-tokens"].strip()
         temperature: float | None = None
