@@ -294,7 +294,7 @@ class MuxtuiApp(App[int]):
 
     # --- command palette ---------------------------------------------------------------------
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The main actions first, then Textual's own (theme, keys, quit ...)."""
         chat = self.chat_pane
 

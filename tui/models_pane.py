@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -125,7 +124,7 @@ class ModelsPane(Vertical):
     def _log_path(self, name: str) -> Path | None:
         if self.engine is None:
             return None
-        path: Path = self.engine.servers.log_path(name)  # type: ignore[attr-defined]
+        path: Path = self.engine.servers.log_path(name)
         return path
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -153,17 +152,13 @@ class ModelsPane(Vertical):
 
         if (entry := self._selected_entry()) is not None and self.engine is not None:
             try:
-                result = self.engine.servers.set_pinned(entry.name, not entry.pinned)
+                self.engine.servers.set_pinned(entry.name, not entry.pinned)
             except MuxtuiError as exc:
                 self.notify(str(exc), title=f"pin {entry.name}", severity="error", timeout=10)
-                return
-            self._run_server_action(f"pin {entry.name}", result)
-
-    def _run_server_action(self, what: str, result: object) -> None:
-        """Await an action's result in a worker, reporting a failure as a notification."""
-        if not inspect.isawaitable(result):
             self.refresh_models()
-            return
+
+    def _run_server_action(self, what: str, result: Awaitable[object]) -> None:
+        """Await an action's result in a worker, reporting a failure as a notification."""
 
         async def run(pending: Awaitable[object]) -> None:
             from engine.errors import MuxtuiError
