@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from textual.widgets import Label
+
 from engine.config import load_config
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import (
@@ -271,6 +273,8 @@ async def test_keys_are_remapped_from_the_config(
     app = make_app(write_config(provider_config(fake_server.base_url, extra=extra)))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
+        hint = app.query_one("#sidebar .hint", Label)
+        assert str(hint.render()) == "^b new · r rename · d delete"
         await send_prompt(pilot, "one")
         await reply_done(pilot)
         await pilot.press("ctrl+b")

@@ -24,7 +24,7 @@ from tui.bridge import (
     StatusReported,
     chat_message,
 )
-from tui.display import describe
+from tui.display import describe, key_hint
 from tui.widgets.chat_log import ChatLog
 from tui.widgets.chat_settings import ChatSettings, ChatSettingsError
 from tui.widgets.conversation_list import ConversationList
@@ -155,7 +155,13 @@ class ChatPane(Horizontal):
         with Vertical(id="sidebar"):
             yield Label("Conversations", classes="section-title")
             yield ConversationList(id="conversations")
-            yield Label("^n new · r rename · d delete", classes="hint")
+            keys, lists = self.config.ui.keys, ConversationList.BINDINGS
+            yield Label(
+                f"{key_hint(keys, self.BINDINGS, 'new-chat')} new · "
+                f"{key_hint(keys, lists, 'rename-chat')} rename · "
+                f"{key_hint(keys, lists, 'delete-chat')} delete",
+                classes="hint",
+            )
         with Vertical(id="conversation"):
             with Horizontal(id="chat-toolbar"):
                 yield Label("Model", classes="toolbar-label")
