@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from statistics import median
@@ -45,40 +43,11 @@ from engine.local_models import (  # noqa: E402
 )
 from engine.paths import Paths  # noqa: E402
 from engine.servers import ServerManager  # noqa: E402
+from tests.health_poller import HealthPoller  # noqa: E402
 
 MODEL = BUNDLED_GEMMA_NAME
 MAX_COLD_START_S = 60.0  # a bound on each cold start besides the stall deadline
 ACQUIRE_LOOPS = 20_000
-
-
-class HealthPoller:
-    """Polls /health every millisecond from a thread; notes the first 200."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.first_ok: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + MAX_COLD_START_S
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/health")
-                status = conn.getresponse().status
-                conn.close()
-            except OSError:
-                status = 0
-            if status == 200:
-                self.first_ok = time.monotonic()
-                return
-            time.sleep(0.001)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def make_paths(root: Path) -> Paths:
@@ -104,7 +73,7 @@ async def one_cold_start(paths: Paths) -> dict[str, float]:
             spawned_at = time.monotonic()
             port = next(e.port for e in manager.entries() if e.name == MODEL)
             assert port is not None
-            pollers.append(HealthPoller(port))
+            pollers.append(HealthPoller(port, period=0.001, limit_s=MAX_COLD_START_S))
         elif event.state is ServerState.WARM and warm_at is None:
             warm_at = time.monotonic()
 

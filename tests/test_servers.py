@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
 import shlex
 import signal
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from engine.events import ModelsChanged, ServerState, ServerStateChanged
 from engine.paths import Paths
 from engine.servers import ServerManager
 from tests.conftest import REPO_ROOT
+from tests.health_poller import HealthPoller
 
 PY = shlex.quote(sys.executable)
 FAKE = shlex.quote(str(REPO_ROOT / "tests" / "fake_server.py"))
@@ -137,47 +136,17 @@ async def chat(base_url: str, model_id: str, **extra: Any) -> dict[str, Any]:
 # --- cold start, readiness, warm hit ----------------------------------------------------------
 
 
-class HealthWatcher:
-    """Polls a port's /health every 2 ms from a thread and notes the first 200."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.first_ok: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 20
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/health")
-                status = conn.getresponse().status
-                conn.close()
-            except OSError:
-                status = 0
-            if status == 200:
-                self.first_ok = time.monotonic()
-                return
-            time.sleep(0.002)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 async def test_cold_start_answers_after_readiness_then_warm_hit(managers: Any, gguf: Path) -> None:
     config = make_config({"m": {"cmd": fake_cmd("--startup-delay 0.6"), "path": str(gguf)}})
     manager, recorder = managers(config)
-    watchers: list[HealthWatcher] = []
+    watchers: list[HealthPoller] = []
 
     def on_event(event: object) -> None:
         recorder(event)
         if isinstance(event, ServerStateChanged) and event.state is S.STARTING:
             port = next(e.port for e in manager.entries() if e.name == "m")
             assert port is not None
-            watchers.append(HealthWatcher(port))
+            watchers.append(HealthPoller(port, limit_s=20))
 
     manager._emit = on_event
     statuses: list[str] = []
