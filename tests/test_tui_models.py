@@ -98,3 +98,25 @@ async def test_models_pane_updates_only_changed_cells(
         busier = local.__class__(**{**vars(local), "in_flight": 2, "hits": 5})
         assert table.show_entries([*entries[:2], busier]) == 2
         assert table.show_entries(entries[:2]) == 0 and table.row_count == 2
+
+
+async def test_rescan_finds_a_gguf_dropped_in_after_start(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig, isolated_home: Path
+) -> None:
+    app = make_app(write_config(provider_config(fake_server.base_url)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        table = app.query_one(ModelTable)
+        assert "just-downloaded" not in rows(table)
+        models_dir = isolated_home / "models"
+        models_dir.mkdir()
+        (models_dir / "just-downloaded.gguf").write_bytes(b"GGUF" + bytes(60))
+        await pilot.press("r")
+        await wait_until(pilot, lambda: "just-downloaded" in rows(table), "the new GGUF row")
+        assert cell(table, "just-downloaded", "state").endswith("cold")
+
+
+def rows(table: ModelTable) -> list[str]:
+    return [str(table.get_row_at(index)[0]) for index in range(table.row_count)]

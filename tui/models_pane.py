@@ -38,6 +38,13 @@ class ModelsPane(Vertical):
         Binding(
             "t", "toggle_pin", "Pin/unpin", id="pin", tooltip="Never evict the selected server"
         ),
+        Binding(
+            "r",
+            "rescan",
+            "Rescan",
+            id="rescan-models",
+            tooltip="Look again for GGUF files, llama-server and the bundled model",
+        ),
     ]
 
     def __init__(self, config: Config, *, id: str | None = None) -> None:
@@ -50,7 +57,7 @@ class ModelsPane(Vertical):
     def compose(self) -> ComposeResult:
         """The table above the selected server's details and log."""
         yield Label(
-            "p preload · u unload · t pin/unpin · the log follows the selected local model",
+            "p preload · u unload · t pin/unpin · r rescan · the log follows the selected model",
             classes="hint",
         )
         yield ModelTable(id="model-table")
@@ -129,6 +136,8 @@ class ModelsPane(Vertical):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer server actions only on a local model, once the engine is running."""
+        if action == "rescan":
+            return self.engine is not None
         if action in ("preload", "unload", "toggle_pin"):
             entry = self._selected_entry()
             return self.engine is not None and entry is not None and entry.local
@@ -145,6 +154,11 @@ class ModelsPane(Vertical):
         """Stop the selected local server."""
         if (entry := self._selected_entry()) is not None and self.engine is not None:
             self._run_server_action(f"unload {entry.name}", self.engine.servers.unload(entry.name))
+
+    def action_rescan(self) -> None:
+        """Scan the model folders and PATH again (a GGUF just downloaded shows up)."""
+        if self.engine is not None:
+            self._run_server_action("rescan", self.engine.servers.refresh())
 
     def action_toggle_pin(self) -> None:
         """Pin the selected local server (never evicted) or unpin it."""
