@@ -20,6 +20,7 @@ from engine.backends.base import (
 )
 from engine.backends.ollama import OllamaBackend
 from engine.backends.openai import OpenAIBackend
+from engine.catalog import configured_entries
 from engine.config import Config
 from engine.discovery import DiscoveryTargets, discover
 from engine.errors import (
@@ -83,7 +84,7 @@ class Engine:
         self._discover = config.network.discovery if discover is None else discover
         self._discovery_targets = discovery_targets
         self._listeners: list[Callable[[object], None]] = []
-        self.servers = ServerManager(config, paths, self.emit)
+        self.servers = ServerManager(config, paths, self._server_event)
         self.router = Router(config, lambda name: self.servers.has(name))
         self._backends: dict[tuple[str, str, str, str], Backend] = {}
         self._discovery_task: asyncio.Task[None] | None = None
@@ -156,17 +157,7 @@ class Engine:
 
     def list_models(self) -> list[ModelEntry]:
         """Every known model: configured, local servers, then discovered ones."""
-        entries = [
-            ModelEntry(
-                name=name,
-                provider=model.provider,
-                local=False,
-                state=ServerState.REMOTE,
-                model_id=model.id or name,
-                source="config",
-            )
-            for name, model in self.config.models.items()
-        ]
+        entries = configured_entries(self.config)
         entries += self.servers.entries()
         entries += [
             ModelEntry(
@@ -214,18 +205,21 @@ class Engine:
             self.router.update_discovered(found.providers, found.models)
             self._models_changed()
 
-        async def local_models() -> None:
-            await self.servers.refresh()
-            self._models_changed()
-
         outcomes = await asyncio.gather(
             discover(self.config, self.pool, publish, self._discovery_targets),
-            local_models(),
+            self.servers.refresh(),
             return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 log.error("model discovery failed", exc_info=outcome)
+
+    def _server_event(self, event: object) -> None:
+        # The manager knows only the local models; listeners get the full list instead.
+        if isinstance(event, ModelsChanged):
+            self._models_changed()
+        else:
+            self.emit(event)
 
     def _models_changed(self) -> None:
         self.emit(ModelsChanged(tuple(entry.name for entry in self.list_models())))

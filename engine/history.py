@@ -61,6 +61,17 @@ _MESSAGE_COLUMNS = (
 )
 
 
+TITLE_LENGTH = 48  # characters of a conversation title made from its first prompt
+
+
+def conversation_title(prompt: str) -> str:
+    """A conversation's title from its first prompt: the first line, shortened."""
+    first_line = prompt.strip().splitlines()[0] if prompt.strip() else "New chat"
+    if len(first_line) <= TITLE_LENGTH:
+        return first_line
+    return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
 @dataclass(frozen=True)
 class Conversation:
     """One conversation's summary."""

@@ -153,7 +153,7 @@ def discover(config: Config, paths: Paths) -> LocalDiscovery:
     claimed_files: set[str] = set()
     for name, entry in config.local.items():
         spec = spec_from_config(name, entry)
-        size = _file_size(spec.path)
+        size = file_size(spec.path)
         specs[name] = _with_size(spec, size)
         if spec.path:
             claimed_files.add(_real(spec.path))
@@ -168,7 +168,7 @@ def discover(config: Config, paths: Paths) -> LocalDiscovery:
             cmd="",
             path=str(gguf),
             source="discovered",
-            size_bytes=_file_size(str(gguf)),
+            size_bytes=file_size(str(gguf)),
         )
     gemma_size = _bundled_gemma_size()
     if gemma_size and BUNDLED_GEMMA_NAME not in specs:
@@ -187,7 +187,8 @@ def _with_size(spec: LocalModelSpec, size: int) -> LocalModelSpec:
     return dataclasses.replace(spec, size_bytes=size)
 
 
-def _file_size(path: str) -> int:
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of a regular file in bytes; 0 when it is missing, unreadable or not a file."""
     if not path:
         return 0
     try:

@@ -40,6 +40,7 @@ from engine.local_models import (
     bundled_gemma_path,
     bundled_gemma_ready,
     discover,
+    file_size,
     plan_launch,
     prepare_bundled_gemma,
     spec_from_config,
@@ -497,7 +498,7 @@ class ServerManager:
         try:
             while True:
                 now = time.monotonic()
-                size = _file_size(log_path)
+                size = file_size(log_path)
                 if size != log_size:
                     log_size, last_progress = size, now
                     if probe is None:
@@ -843,13 +844,6 @@ def _begin_log(path: Path, argv: list[str]) -> int:
     with path.open("ab") as handle:
         handle.write(f"\n=== muxtui {stamp}: {shlex.join(argv)}\n".encode())
         return handle.tell()
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _read_tail(path: Path, offset: int, lines: int = _TAIL_LINES) -> str:

@@ -37,17 +37,13 @@ if TYPE_CHECKING:
     from engine.history import MessageStatus, StoredMessage
     from tui.widgets.message_view import MessageView, ShownMessage
 
-TITLE_LENGTH = 48
-
 
 def configured_models(config: Config) -> list[ModelEntry]:
     """The models named in the config, known before the engine has started."""
+    from engine.catalog import configured_entries
     from engine.events import ModelEntry, ServerState
 
-    entries = [
-        ModelEntry(name, model.provider, False, ServerState.REMOTE, model_id=model.id or name)
-        for name, model in config.models.items()
-    ]
+    entries = configured_entries(config)
     entries += [
         ModelEntry(name, "local", True, ServerState.COLD, path=local.path, pinned=local.pin)
         for name, local in config.local.items()
@@ -58,14 +54,6 @@ def configured_models(config: Config) -> list[ModelEntry]:
 def configured_model_names(config: Config) -> list[str]:
     """The names of `configured_models(config)`, without building the entries."""
     return [*config.models, *config.local]
-
-
-def title_for(prompt: str) -> str:
-    """A conversation title from its first prompt: the first line, shortened."""
-    first_line = prompt.strip().splitlines()[0] if prompt.strip() else "New chat"
-    if len(first_line) <= TITLE_LENGTH:
-        return first_line
-    return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 def shown(message: StoredMessage) -> ShownMessage:
@@ -372,12 +360,15 @@ class ChatPane(Horizontal):
             self._note(f"muxtui could not start its engine: {self.engine_error}")
             return
         from engine.events import ChatMessage
+        from engine.history import conversation_title as title_from_prompt
         from tui.widgets.message_view import ShownMessage
 
         history = self.engine.history
         try:
             if self.conversation_id is None:
-                conversation = await history.new_conversation(title_for(text), self.current_model)
+                conversation = await history.new_conversation(
+                    title_from_prompt(text), self.current_model
+                )
                 self.conversation_id = conversation.id
                 self._set_title(conversation.title)
             else:

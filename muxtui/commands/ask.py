@@ -99,10 +99,11 @@ async def _turn(
 
     from engine.errors import MuxtuiError, StreamInterruptedError
     from engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
+    from engine.history import conversation_title
 
     await engine.check_model(model)  # an unknown name leaves nothing in the history
     history = engine.history
-    conversation = await history.new_conversation(title=_title(prompt), model=model)
+    conversation = await history.new_conversation(title=conversation_title(prompt), model=model)
     await history.add_message(conversation.id, "user", prompt)
     parts: list[str] = []
     try:
@@ -140,11 +141,6 @@ async def _turn(
         )
         raise
     return 0
-
-
-def _title(prompt: str) -> str:
-    line = " ".join(prompt.split())
-    return line[:60] + ("…" if len(line) > 60 else "")
 
 
 def _stats_line(stats: ChatStats, finish_reason: str) -> str:

@@ -47,9 +47,7 @@ async def _collect(context: Context) -> list[ModelEntry]:
     from engine.core import Engine
 
     async with Engine(context.config, context.paths) as engine:
-        refresh = getattr(engine.servers, "refresh", None)
-        if refresh is not None:
-            await refresh()  # local discovery: GGUF files, the bundled model
+        await engine.servers.refresh()  # local discovery: GGUF files, the bundled model
         await engine.wait_discovered(timeout=DISCOVERY_WAIT_S)
         return engine.list_models()
 
