@@ -34,11 +34,11 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig  # noqa: E402
-from engine.core import Engine  # noqa: E402
-from engine.events import ChatDelta, ChatMessage  # noqa: E402
-from engine.paths import Paths  # noqa: E402
-from engine.pool import KEEPALIVE_EXPIRY_S  # noqa: E402
+from muxtui.engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig  # noqa: E402
+from muxtui.engine.core import Engine  # noqa: E402
+from muxtui.engine.events import ChatDelta, ChatMessage  # noqa: E402
+from muxtui.engine.paths import Paths  # noqa: E402
+from muxtui.engine.pool import KEEPALIVE_EXPIRY_S  # noqa: E402
 
 MESSAGES = [ChatMessage("user", "Say something, anything at all.")]
 MAX_SECONDS_PER_RUN = 20.0  # a bound on each run besides its request count

@@ -34,15 +34,15 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from engine.config import CacheConfig, Config  # noqa: E402
-from engine.events import ServerState, ServerStateChanged  # noqa: E402
-from engine.local_models import (  # noqa: E402
+from muxtui.engine.config import CacheConfig, Config  # noqa: E402
+from muxtui.engine.events import ServerState, ServerStateChanged  # noqa: E402
+from muxtui.engine.local_models import (  # noqa: E402
     BUNDLED_GEMMA_NAME,
     bundled_gemma_path,
     prepare_bundled_gemma,
 )
-from engine.paths import Paths  # noqa: E402
-from engine.servers import ServerManager  # noqa: E402
+from muxtui.engine.paths import Paths  # noqa: E402
+from muxtui.engine.servers import ServerManager  # noqa: E402
 from tests.health_poller import HealthPoller  # noqa: E402
 
 MODEL = BUNDLED_GEMMA_NAME

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.config import Config
-from engine.events import ModelEntry, ServerState
+from muxtui.engine.config import Config
+from muxtui.engine.events import ModelEntry, ServerState
 
 
 def configured_entries(config: Config) -> list[ModelEntry]:

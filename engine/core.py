@@ -12,18 +12,18 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from engine.backends.base import (
+from muxtui.engine.backends.base import (
     Backend,
     ChatRequest,
     Endpoint,
     StreamEnd,
 )
-from engine.backends.ollama import OllamaBackend
-from engine.backends.openai import OpenAIBackend
-from engine.catalog import configured_entries
-from engine.config import Config
-from engine.discovery import DiscoveryTargets, discover
-from engine.errors import (
+from muxtui.engine.backends.ollama import OllamaBackend
+from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.catalog import configured_entries
+from muxtui.engine.config import Config
+from muxtui.engine.discovery import DiscoveryTargets, discover
+from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
     LocalServerError,
@@ -32,7 +32,7 @@ from engine.errors import (
     StreamInterruptedError,
     UnknownModelError,
 )
-from engine.events import (
+from muxtui.engine.events import (
     ChatDelta,
     ChatEvent,
     ChatFinished,
@@ -44,15 +44,15 @@ from engine.events import (
     ModelsChanged,
     ServerState,
 )
-from engine.history import History
-from engine.pool import ClientPool
-from engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
-from engine.router import Router, Target
-from engine.servers import LocalEndpoint, ServerManager
+from muxtui.engine.history import History
+from muxtui.engine.pool import ClientPool
+from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
+from muxtui.engine.router import Router, Target
+from muxtui.engine.servers import LocalEndpoint, ServerManager
 
 if TYPE_CHECKING:
-    from engine.discovery import Discovered
-    from engine.paths import Paths
+    from muxtui.engine.discovery import Discovered
+    from muxtui.engine.paths import Paths
 
 log = logging.getLogger("muxtui.engine")
 

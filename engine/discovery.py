@@ -8,13 +8,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from engine.backends.base import Backend, Endpoint
-from engine.backends.ollama import OllamaBackend, ollama_root
-from engine.backends.openai import OpenAIBackend
-from engine.config import Config, ProviderConfig
-from engine.pool import ClientPool
-from engine.retry import ATTEMPT_FAILURES
-from engine.router import DiscoveredModel
+from muxtui.engine.backends.base import Backend, Endpoint
+from muxtui.engine.backends.ollama import OllamaBackend, ollama_root
+from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.config import Config, ProviderConfig
+from muxtui.engine.pool import ClientPool
+from muxtui.engine.retry import ATTEMPT_FAILURES
+from muxtui.engine.router import DiscoveredModel
 
 log = logging.getLogger("muxtui.engine.discovery")
 

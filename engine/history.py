@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from engine.errors import MuxtuiError
-from engine.events import ChatMessage, ChatStats
+from muxtui.engine.errors import MuxtuiError
+from muxtui.engine.events import ChatMessage, ChatStats
 
 MessageStatus = Literal["complete", "stopped", "error"]
 MESSAGE_STATUSES: tuple[MessageStatus, ...] = ("complete", "stopped", "error")

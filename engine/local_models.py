@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.config import Config, LocalModelConfig
-from engine.errors import LocalServerError
-from engine.events import ModelEntry, ServerState
-from engine.http_probe import http_get
-from engine.paths import Paths
+from muxtui.engine.config import Config, LocalModelConfig
+from muxtui.engine.errors import LocalServerError
+from muxtui.engine.events import ModelEntry, ServerState
+from muxtui.engine.http_probe import http_get
+from muxtui.engine.paths import Paths
 
 GGUF_MAGIC = b"GGUF"
 LOOPBACK = "127.0.0.1"

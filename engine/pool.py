@@ -7,12 +7,12 @@ import ssl
 from urllib.parse import urlsplit
 
 # Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-import engine.backends.base  # noqa: F401
+import muxtui.engine.backends.base  # noqa: F401
 
 # isort: split
 import httpx
 
-from engine.config import NetworkConfig
+from muxtui.engine.config import NetworkConfig
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Idle connections live this long: a person's pause between chat turns should not cost a new

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 # Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-from engine.backends.base import Endpoint, HTTPFailure, ProtocolFailure
+from muxtui.engine.backends.base import Endpoint, HTTPFailure, ProtocolFailure
 
 # isort: split
 import httpx
 
-from engine.errors import (
+from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
     ProviderError,

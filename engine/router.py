@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.backends.base import Endpoint
-from engine.config import Config, ProviderConfig
-from engine.errors import UnknownModelError
-from engine.retry import EndpointHealth
+from muxtui.engine.backends.base import Endpoint
+from muxtui.engine.config import Config, ProviderConfig
+from muxtui.engine.errors import UnknownModelError
+from muxtui.engine.retry import EndpointHealth
 
 
 @dataclass(frozen=True)

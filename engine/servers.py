@@ -26,12 +26,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine import proctree
-from engine.config import Config
-from engine.errors import LocalServerError, UnknownModelError
-from engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
-from engine.http_probe import http_get
-from engine.local_models import (
+from muxtui.engine import proctree
+from muxtui.engine.config import Config
+from muxtui.engine.errors import LocalServerError, UnknownModelError
+from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
+from muxtui.engine.http_probe import http_get
+from muxtui.engine.local_models import (
     LOOPBACK,
     LaunchPlan,
     LocalDiscovery,
@@ -45,7 +45,7 @@ from engine.local_models import (
     prepare_bundled_gemma,
     spec_from_config,
 )
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 
 log = logging.getLogger(__name__)
 

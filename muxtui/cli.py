@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from muxtui import __version__
 
 if TYPE_CHECKING:
-    from engine.config import Config
-    from engine.paths import Paths
+    from muxtui.engine.config import Config
+    from muxtui.engine.paths import Paths
 
 # Subcommand modules under `muxtui.commands`; each has `add_parser(subparsers)` and
 # `run(args, context) -> int`. Only commands that work are listed, so `--help` never lies.
@@ -56,8 +56,8 @@ def load_context(config_option: str | None) -> Context:
     """Resolve paths and load the config; an explicitly named file must exist."""
     import os
 
-    from engine.config import load_config
-    from engine.paths import CONFIG_ENV, Paths
+    from muxtui.engine.config import load_config
+    from muxtui.engine.paths import CONFIG_ENV, Paths
 
     paths = Paths.default(config_option)
     explicit = bool(config_option or os.environ.get(CONFIG_ENV))
@@ -66,13 +66,13 @@ def load_context(config_option: str | None) -> Context:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run muxtui; returns the exit status (2 for anything a person can fix)."""
-    from engine.errors import MuxtuiError
+    from muxtui.engine.errors import MuxtuiError
 
     args = build_parser().parse_args(argv)
     try:
         context = load_context(args.config)
         if args.command is None:
-            from tui.app import run_app
+            from muxtui.tui.app import run_app
 
             return run_app(context.config, context.paths)
         module = importlib.import_module(f"muxtui.commands.{args.command}")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 
 if TYPE_CHECKING:
-    from engine.config import Config
-    from engine.core import Engine
-    from engine.retry import RetryPolicy
+    from muxtui.engine.config import Config
+    from muxtui.engine.core import Engine
+    from muxtui.engine.retry import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
 @pytest.fixture
 async def engines(paths: Paths) -> AsyncIterator[Callable[[Config, RetryPolicy], Engine]]:
     """Makes engines (no discovery) on the isolated paths and closes them after the test."""
-    from engine.core import Engine
+    from muxtui.engine.core import Engine
 
     made: list[Engine] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
 from tests.fake_server import Failure, FakeOpenAIServer
 

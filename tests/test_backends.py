@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from engine.backends.base import ChatRequest, Endpoint, LoadedModel, StreamEnd
-from engine.backends.ollama import OllamaBackend, ollama_root
-from engine.backends.openai import OpenAIBackend, SSEDecoder
-from engine.events import ChatDelta, ChatMessage, ChatParams
+from muxtui.engine.backends.base import ChatRequest, Endpoint, LoadedModel, StreamEnd
+from muxtui.engine.backends.ollama import OllamaBackend, ollama_root
+from muxtui.engine.backends.openai import OpenAIBackend, SSEDecoder
+from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
 from tests.fake_server import Behaviour, FakeOpenAIServer
 
 REQUEST = ChatRequest("fake-model", (ChatMessage("user", "three little words"),))

@@ -8,10 +8,10 @@ import sys
 
 from tests.conftest import REPO_ROOT, muxtui_env
 
-UI_PACKAGES = {"textual", "tui", "rich"}
+UI_PACKAGES = {"textual", "rich", "muxtui.tui"}
 
 
-def _imported_top_level(code: str) -> set[str]:
+def _imported_modules(code: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
         capture_output=True,
@@ -20,19 +20,27 @@ def _imported_top_level(code: str) -> set[str]:
         cwd=REPO_ROOT,
         check=True,
     )
-    modules = json.loads(result.stdout.strip().splitlines()[-1])
-    return {name.split(".")[0] for name in modules}
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _packages(modules: set[str]) -> set[str]:
+    """Each module's top-level package, and `muxtui.X` for muxtui's own parts."""
+    return {
+        ".".join(name.split(".")[:2]) if name.startswith("muxtui.") else name.split(".")[0]
+        for name in modules
+    }
 
 
 def test_every_engine_module_imports_without_ui() -> None:
     code = (
-        "import importlib, pkgutil, engine\n"
-        "for info in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "import importlib, pkgutil, muxtui.engine as engine\n"
+        "for info in pkgutil.walk_packages(engine.__path__, 'muxtui.engine.'):\n"
         "    importlib.import_module(info.name)\n"
     )
-    imported = _imported_top_level(code)
-    assert "engine" in imported
+    imported = _packages(_imported_modules(code))
+    assert "muxtui.engine" in imported
     assert not imported & UI_PACKAGES, imported & UI_PACKAGES
+    assert "engine" not in imported and "tui" not in imported
 
 
 def test_version_imports_neither_textual_nor_httpx() -> None:
@@ -44,7 +52,7 @@ def test_version_imports_neither_textual_nor_httpx() -> None:
         "    main(['--version'])\n"
         "assert out.getvalue().startswith('muxtui '), out.getvalue()\n"
     )
-    imported = _imported_top_level(code)
+    imported = _packages(_imported_modules(code))
     assert "muxtui" in imported
     assert "textual" not in imported
     assert "httpx" not in imported

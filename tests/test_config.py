@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import (
+from muxtui.engine.config import (
     CacheConfig,
     Config,
     LocalModelConfig,
@@ -23,7 +23,7 @@ from engine.config import (
     masked,
     save_config,
 )
-from engine.errors import ConfigError
+from muxtui.engine.errors import ConfigError
 from tests.conftest import MUXTUI, muxtui_env
 
 DESIGN_EXAMPLE = """
@@ -143,7 +143,7 @@ def test_masked_hides_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_field_has_a_doc() -> None:
-    from engine import config as config_module
+    from muxtui.engine import config as config_module
 
     for cls in (
         config_module.ProviderConfig,
@@ -289,7 +289,7 @@ def test_error_raises_config_error_type(write_config: Callable[[str], Path]) -> 
 
 
 def test_ui_update_keeps_comments_and_other_tables(write_config: Callable[[str], Path]) -> None:
-    from engine.config import update_config_file
+    from muxtui.engine.config import update_config_file
 
     text = (
         "# my providers\n[providers.p]  # the box under the desk\n"
@@ -306,7 +306,7 @@ def test_ui_update_keeps_comments_and_other_tables(write_config: Callable[[str],
 
 
 def test_ui_update_refuses_to_clobber_a_broken_file(write_config: Callable[[str], Path]) -> None:
-    from engine.config import update_config_file
+    from muxtui.engine.config import update_config_file
 
     path = write_config("[ui\ntheme = 1\n")
     with pytest.raises(ConfigError, match="not saved"):

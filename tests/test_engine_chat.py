@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.config import Config, LocalModelConfig, ModelConfig, ProviderConfig
-from engine.core import Engine
-from engine.errors import LocalServerError
-from engine.events import (
+from muxtui.engine.config import Config, LocalModelConfig, ModelConfig, ProviderConfig
+from muxtui.engine.core import Engine
+from muxtui.engine.errors import LocalServerError
+from muxtui.engine.events import (
     ChatDelta,
     ChatFinished,
     ChatMessage,
@@ -22,7 +22,7 @@ from engine.events import (
     ModelEntry,
     ServerState,
 )
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT
 from tests.fake_server import Behaviour, FakeOpenAIServer
 

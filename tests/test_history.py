@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, ModelConfig, ProviderConfig
-from engine.core import Engine
-from engine.errors import MuxtuiError
-from engine.events import ChatFinished, ChatMessage, ChatStats
-from engine.history import History
-from engine.paths import Paths
+from muxtui.engine.config import Config, ModelConfig, ProviderConfig
+from muxtui.engine.core import Engine
+from muxtui.engine.errors import MuxtuiError
+from muxtui.engine.events import ChatFinished, ChatMessage, ChatStats
+from muxtui.engine.history import History
+from muxtui.engine.paths import Paths
 from tests.fake_server import FakeOpenAIServer
 
 STATS = ChatStats(

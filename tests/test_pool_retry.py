@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig
-from engine.core import Engine
-from engine.errors import (
+from muxtui.engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig
+from muxtui.engine.core import Engine
+from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
     RateLimitedError,
@@ -20,9 +20,9 @@ from engine.errors import (
     StreamInterruptedError,
     UnreachableError,
 )
-from engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
-from engine.paths import Paths
-from engine.retry import EndpointHealth, RetryPolicy, parse_retry_after
+from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
+from muxtui.engine.paths import Paths
+from muxtui.engine.retry import EndpointHealth, RetryPolicy, parse_retry_after
 from tests.fake_server import Behaviour, Failure, FakeOpenAIServer
 
 HI = [ChatMessage("user", "hi")]
@@ -83,7 +83,7 @@ async def test_50_concurrent_requests_never_exceed_the_connection_limit(
 async def test_non_streaming_requests_share_the_pool_too(
     fake_server: FakeOpenAIServer, engine_for: Callable[..., Engine]
 ) -> None:
-    from engine.events import ChatParams
+    from muxtui.engine.events import ChatParams
 
     engine = engine_for(make_config(fake_server.base_url))
     for _ in range(5):
@@ -392,8 +392,8 @@ async def test_refused_connection_names_the_right_fix(local: bool) -> None:
 
     import httpx
 
-    from engine.backends.base import Endpoint
-    from engine.retry import classify
+    from muxtui.engine.backends.base import Endpoint
+    from muxtui.engine.retry import classify
 
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))

@@ -7,15 +7,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from engine.config import Config, LocalModelConfig, ModelConfig, NetworkConfig, ProviderConfig
-from engine.core import Engine
-from engine.discovery import Discovered, DiscoveryTargets, discover
-from engine.errors import AuthError, UnknownModelError
-from engine.events import ChatFinished, ChatMessage, ChatStatus, ModelsChanged, ServerState
-from engine.paths import Paths
-from engine.pool import ClientPool
-from engine.retry import RetryPolicy
-from engine.router import DiscoveredModel, Router
+from muxtui.engine.config import (
+    Config,
+    LocalModelConfig,
+    ModelConfig,
+    NetworkConfig,
+    ProviderConfig,
+)
+from muxtui.engine.core import Engine
+from muxtui.engine.discovery import Discovered, DiscoveryTargets, discover
+from muxtui.engine.errors import AuthError, UnknownModelError
+from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ModelsChanged, ServerState
+from muxtui.engine.paths import Paths
+from muxtui.engine.pool import ClientPool
+from muxtui.engine.retry import RetryPolicy
+from muxtui.engine.router import DiscoveredModel, Router
 from tests.fake_server import Failure, FakeOpenAIServer
 
 HI = [ChatMessage("user", "hi")]

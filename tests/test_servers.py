@@ -19,12 +19,12 @@ import httpx
 import psutil
 import pytest
 
-from engine import proctree
-from engine.config import CacheConfig, Config, LocalModelConfig
-from engine.errors import LocalServerError, UnknownModelError
-from engine.events import ModelsChanged, ServerState, ServerStateChanged
-from engine.paths import Paths
-from engine.servers import ServerManager
+from muxtui.engine import proctree
+from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
+from muxtui.engine.errors import LocalServerError, UnknownModelError
+from muxtui.engine.events import ModelsChanged, ServerState, ServerStateChanged
+from muxtui.engine.paths import Paths
+from muxtui.engine.servers import ServerManager
 from tests.conftest import REPO_ROOT
 from tests.health_poller import HealthPoller
 

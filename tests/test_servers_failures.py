@@ -15,10 +15,10 @@ from typing import Any
 import psutil
 import pytest
 
-from engine import proctree
-from engine.errors import LocalServerError
-from engine.events import ServerState
-from engine.paths import Paths
+from muxtui.engine import proctree
+from muxtui.engine.errors import LocalServerError
+from muxtui.engine.events import ServerState
+from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT, muxtui_env
 from tests.test_servers import PY, Recorder, fake_cmd, gguf, make_config, managers, use
 
@@ -124,9 +124,9 @@ async def test_failed_start_is_retried_on_the_next_request(managers: Any, tmp_pa
 
 CHILD = """
 import asyncio, json, sys
-from engine.config import load_config
-from engine.paths import Paths
-from engine.servers import ServerManager
+from muxtui.engine.config import load_config
+from muxtui.engine.paths import Paths
+from muxtui.engine.servers import ServerManager
 
 async def main():
     paths = Paths.default(sys.argv[1])

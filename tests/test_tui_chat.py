@@ -7,7 +7,9 @@ from pathlib import Path
 
 from textual.widgets import Label
 
-from engine.config import load_config
+from muxtui.engine.config import load_config
+from muxtui.tui.widgets.conversation_list import ConversationList
+from muxtui.tui.widgets.message_view import MessageView
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import (
     local_entry,
@@ -18,8 +20,6 @@ from tests.test_tui_support import (
     started,
     wait_until,
 )
-from tui.widgets.conversation_list import ConversationList
-from tui.widgets.message_view import MessageView
 
 WriteConfig = Callable[[str], Path]
 
@@ -308,7 +308,7 @@ async def test_first_run_with_nothing_configured_explains_what_to_do(
 async def test_long_chats_mount_only_the_latest_messages(
     fake_server: FakeOpenAIServer, write_config: WriteConfig
 ) -> None:
-    from tui.widgets.chat_log import MAX_MOUNTED
+    from muxtui.tui.widgets.chat_log import MAX_MOUNTED
 
     app = make_app(write_config(provider_config(fake_server.base_url)))
     async with app.run_test(size=(120, 40)) as pilot:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import psutil
 
+from muxtui.tui.widgets.model_table import COLUMNS, ModelTable
+from muxtui.tui.widgets.server_log import ServerLog
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import local_entry, make_app, provider_config, started, wait_until
-from tui.widgets.model_table import COLUMNS, ModelTable
-from tui.widgets.server_log import ServerLog
 
 WriteConfig = Callable[[str], Path]
 COLUMN_INDEX = {key: index for index, (key, _) in enumerate(COLUMNS)}

@@ -9,14 +9,14 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from engine.config import load_config
-from engine.core import Engine
-from engine.events import ChatStats
-from engine.paths import Paths
+from muxtui.engine.config import load_config
+from muxtui.engine.core import Engine
+from muxtui.engine.events import ChatStats
+from muxtui.engine.paths import Paths
+from muxtui.tui.app import MuxtuiApp
+from muxtui.tui.widgets.prompt_input import PromptInput
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import local_entry, provider_config, started, wait_until
-from tui.app import MuxtuiApp
-from tui.widgets.prompt_input import PromptInput
 
 SIZE = (120, 40)
 SnapCompare = Callable[..., bool]

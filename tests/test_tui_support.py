@@ -11,10 +11,10 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from engine.config import load_config
-from engine.paths import Paths
-from tui.app import MuxtuiApp
-from tui.widgets.prompt_input import PromptInput
+from muxtui.engine.config import load_config
+from muxtui.engine.paths import Paths
+from muxtui.tui.app import MuxtuiApp
+from muxtui.tui.widgets.prompt_input import PromptInput
 
 FAKE_SERVER_SCRIPT = Path(__file__).resolve().parent / "fake_server.py"
 

@@ -15,11 +15,11 @@ from textual.widget import MountError
 from textual.widgets import Header, Tab, TabbedContent, TabPane, Tabs
 from textual.widgets._tabs import Underline  # textual is pinned (==8.2.8)
 
-from engine.config import Config, update_config_file
-from engine.errors import MuxtuiError
-from engine.paths import Paths
-from themes import ThemeFileError, load_themes
-from tui.bridge import (
+from muxtui.engine.config import Config, update_config_file
+from muxtui.engine.errors import MuxtuiError
+from muxtui.engine.paths import Paths
+from muxtui.themes import ThemeFileError, load_themes
+from muxtui.tui.bridge import (
     DiscoveryFinished,
     EngineBridge,
     EngineFailed,
@@ -27,17 +27,17 @@ from tui.bridge import (
     ModelsUpdated,
     ServerStateUpdated,
 )
-from tui.chat_pane import ChatPane
-from tui.display import describe
-from tui.widgets.footer import KeysFooter
-from tui.widgets.prompt_input import PromptInput
+from muxtui.tui.chat_pane import ChatPane
+from muxtui.tui.display import describe
+from muxtui.tui.widgets.footer import KeysFooter
+from muxtui.tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
     from textual.theme import Theme
     from textual.timer import Timer
 
-    from engine.core import Engine
-    from tui.models_pane import ModelsPane
+    from muxtui.engine.core import Engine
+    from muxtui.tui.models_pane import ModelsPane
 
 DEFAULT_THEME = "muxtui-dark"
 # Seconds a changed choice (theme, model) waits before the config is written, so a burst of
@@ -52,8 +52,8 @@ FIRST_FRAME_SETTLE_S = 0.05
 
 def _load_engine_class() -> type[Engine]:
     """Import the engine (httpx, sqlite, backends) and the Markdown widget off the first frame."""
-    from engine.core import Engine
-    from tui.widgets import message_view  # noqa: F401  (warms the Markdown import)
+    from muxtui.engine.core import Engine
+    from muxtui.tui.widgets import message_view  # noqa: F401  (warms the Markdown import)
 
     return Engine
 
@@ -159,7 +159,7 @@ class MuxtuiApp(App[int]):
     async def _after_first_frame(self) -> None:
         """Start the engine, then mount the hidden panes (their imports and widgets cost ~60 ms)."""
         self._start_engine()
-        from tui.models_pane import ModelsPane
+        from muxtui.tui.models_pane import ModelsPane
 
         with contextlib.suppress(MountError):  # the app is already closing
             await self.query_one("#models", TabPane).mount(

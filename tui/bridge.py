@@ -10,7 +10,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from textual.message_pump import MessagePump
 
-    from engine.events import ChatStats, ServerState
+    from muxtui.engine.events import ChatStats, ServerState
 
 # `engine.events` (a dozen dataclasses, ~10 ms) is imported where events are translated: the
 # first frame needs none of it.
@@ -100,7 +100,7 @@ class ReplyFailed(Message):
 
 def chat_message(turn_id: int, event: object) -> Message | None:
     """The Textual message for one event of a chat turn's stream, or None if it has none."""
-    from engine.events import ChatDelta, ChatFinished, ChatStatus
+    from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus
 
     if isinstance(event, ChatDelta):
         return DeltaReceived(turn_id, event.text)
@@ -113,7 +113,7 @@ def chat_message(turn_id: int, event: object) -> Message | None:
 
 def engine_message(event: object) -> Message | None:
     """The Textual message for one event the engine broadcasts to its listeners."""
-    from engine.events import ModelsChanged, ServerStateChanged
+    from muxtui.engine.events import ModelsChanged, ServerStateChanged
 
     if isinstance(event, ServerStateChanged):
         return ServerStateUpdated(event.model, event.state, event.previous, event.detail)

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Label, OptionList, Static
 
-from engine.config import Config
-from tui.bridge import (
+from muxtui.engine.config import Config
+from muxtui.tui.bridge import (
     DeltaReceived,
     ReplyFailed,
     ReplyFinished,
@@ -24,24 +24,24 @@ from tui.bridge import (
     StatusReported,
     chat_message,
 )
-from tui.display import describe, key_hint
-from tui.widgets.chat_log import ChatLog
-from tui.widgets.chat_settings import ChatSettings, ChatSettingsError
-from tui.widgets.conversation_list import ConversationList
-from tui.widgets.empty_state import EmptyState
-from tui.widgets.prompt_input import PromptInput
+from muxtui.tui.display import describe, key_hint
+from muxtui.tui.widgets.chat_log import ChatLog
+from muxtui.tui.widgets.chat_settings import ChatSettings, ChatSettingsError
+from muxtui.tui.widgets.conversation_list import ConversationList
+from muxtui.tui.widgets.empty_state import EmptyState
+from muxtui.tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
-    from engine.core import Engine
-    from engine.events import ChatMessage, ChatParams, ChatStats, ModelEntry
-    from engine.history import MessageStatus, StoredMessage
-    from tui.widgets.message_view import MessageView, ShownMessage
+    from muxtui.engine.core import Engine
+    from muxtui.engine.events import ChatMessage, ChatParams, ChatStats, ModelEntry
+    from muxtui.engine.history import MessageStatus, StoredMessage
+    from muxtui.tui.widgets.message_view import MessageView, ShownMessage
 
 
 def configured_models(config: Config) -> list[ModelEntry]:
     """The models named in the config, known before the engine has started."""
-    from engine.catalog import configured_entries
-    from engine.events import ModelEntry, ServerState
+    from muxtui.engine.catalog import configured_entries
+    from muxtui.engine.events import ModelEntry, ServerState
 
     entries = configured_entries(config)
     entries += [
@@ -58,7 +58,7 @@ def configured_model_names(config: Config) -> list[str]:
 
 def shown(message: StoredMessage) -> ShownMessage:
     """How a stored message is displayed."""
-    from tui.widgets.message_view import ShownMessage
+    from muxtui.tui.widgets.message_view import ShownMessage
 
     return ShownMessage(
         message.role, message.content, message.model, message.status, message.stats, message.error
@@ -234,7 +234,7 @@ class ChatPane(Horizontal):
 
     def action_pick_model(self) -> None:
         """Open the fuzzy model picker."""
-        from tui.screens import ModelPickerScreen
+        from muxtui.tui.screens import ModelPickerScreen
 
         self.refresh_models()
 
@@ -298,7 +298,7 @@ class ChatPane(Horizontal):
 
     @on(ConversationList.RenameRequested)
     def _rename_requested(self, event: ConversationList.RenameRequested) -> None:
-        from tui.screens import TextPromptScreen
+        from muxtui.tui.screens import TextPromptScreen
 
         conversation_id = event.conversation_id
         option = self.query_one(ConversationList).get_option(str(conversation_id))
@@ -314,7 +314,7 @@ class ChatPane(Horizontal):
 
     @on(ConversationList.DeleteRequested)
     def _delete_requested(self, event: ConversationList.DeleteRequested) -> None:
-        from tui.screens import ConfirmScreen
+        from muxtui.tui.screens import ConfirmScreen
 
         conversation_id = event.conversation_id
         option = self.query_one(ConversationList).get_option(str(conversation_id))
@@ -359,9 +359,9 @@ class ChatPane(Horizontal):
         if self.engine is None:
             self._note(f"muxtui could not start its engine: {self.engine_error}")
             return
-        from engine.events import ChatMessage
-        from engine.history import conversation_title as title_from_prompt
-        from tui.widgets.message_view import ShownMessage
+        from muxtui.engine.events import ChatMessage
+        from muxtui.engine.history import conversation_title as title_from_prompt
+        from muxtui.tui.widgets.message_view import ShownMessage
 
         history = self.engine.history
         try:
@@ -399,8 +399,8 @@ class ChatPane(Horizontal):
     @work(exclusive=True, group="chat", exit_on_error=False)
     async def stream_reply(self, turn: Turn) -> None:
         """Stream one reply from the engine, post it as messages, and store how it ended."""
-        from engine.errors import StreamInterruptedError
-        from engine.events import ChatDelta, ChatFinished
+        from muxtui.engine.errors import StreamInterruptedError
+        from muxtui.engine.events import ChatDelta, ChatFinished
 
         assert self.engine is not None
         engine = self.engine
@@ -464,7 +464,7 @@ class ChatPane(Horizontal):
 
     @on(ReplyFinished)
     async def _reply_finished(self, event: ReplyFinished) -> None:
-        from engine.events import ChatMessage
+        from muxtui.engine.events import ChatMessage
 
         if turn := self._end_turn(event.turn_id):
             self.context.append(ChatMessage("assistant", event.text))
@@ -472,7 +472,7 @@ class ChatPane(Horizontal):
 
     @on(ReplyStopped)
     async def _reply_stopped(self, event: ReplyStopped) -> None:
-        from engine.events import ChatMessage
+        from muxtui.engine.events import ChatMessage
 
         if turn := self._end_turn(event.turn_id):
             if turn.view.text:

@@ -18,7 +18,7 @@ def shorten_home(path: Path) -> str:
 
 def describe(error: BaseException) -> str:
     """An error as one line: muxtui's own errors already name the fix; others get their type."""
-    from engine.errors import MuxtuiError
+    from muxtui.engine.errors import MuxtuiError
 
     if isinstance(error, MuxtuiError):
         return str(error)

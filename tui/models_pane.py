@@ -13,17 +13,17 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Label, Static
 
-from engine.config import Config
-from engine.events import ModelEntry, ServerState
-from tui.chat_pane import configured_models
-from tui.display import shorten_home
-from tui.widgets.model_table import ModelTable
-from tui.widgets.server_log import ServerLog
+from muxtui.engine.config import Config
+from muxtui.engine.events import ModelEntry, ServerState
+from muxtui.tui.chat_pane import configured_models
+from muxtui.tui.display import shorten_home
+from muxtui.tui.widgets.model_table import ModelTable
+from muxtui.tui.widgets.server_log import ServerLog
 
 if TYPE_CHECKING:
     from textual.timer import Timer
 
-    from engine.core import Engine
+    from muxtui.engine.core import Engine
 
 # Seconds between refreshes of the table (TTL countdowns, RSS); re-armed after each one.
 REFRESH_EVERY_S = 1.0
@@ -162,7 +162,7 @@ class ModelsPane(Vertical):
 
     def action_toggle_pin(self) -> None:
         """Pin the selected local server (never evicted) or unpin it."""
-        from engine.errors import MuxtuiError
+        from muxtui.engine.errors import MuxtuiError
 
         if (entry := self._selected_entry()) is not None and self.engine is not None:
             try:
@@ -175,7 +175,7 @@ class ModelsPane(Vertical):
         """Await an action's result in a worker, reporting a failure as a notification."""
 
         async def run(pending: Awaitable[object]) -> None:
-            from engine.errors import MuxtuiError
+            from muxtui.engine.errors import MuxtuiError
 
             try:
                 await pending

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
-from engine.events import ModelEntry
+from muxtui.engine.events import ModelEntry
 
 
 def model_summary(entry: ModelEntry) -> str:

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from engine.events import ChatDelta, ChatMessage, ChatParams
+from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
 
 if TYPE_CHECKING:
     import httpx

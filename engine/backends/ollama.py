@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.backends.base import (
+from muxtui.engine.backends.base import (
     Backend,
     ChatRequest,
     Completion,
@@ -17,7 +17,7 @@ from engine.backends.base import (
     StreamEnd,
     error_from_response,
 )
-from engine.events import ChatDelta
+from muxtui.engine.events import ChatDelta
 
 if TYPE_CHECKING:
     import httpx

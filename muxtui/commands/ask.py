@@ -7,9 +7,9 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from engine.core import Engine
-    from engine.events import ChatParams, ChatStats
     from muxtui.cli import Context
+    from muxtui.engine.core import Engine
+    from muxtui.engine.events import ChatParams, ChatStats
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     """Send the prompt and stream the reply."""
     import asyncio
 
-    from engine.errors import UsageError
-    from engine.events import ChatParams
+    from muxtui.engine.errors import UsageError
+    from muxtui.engine.events import ChatParams
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
 async def _ask(
     context: Context, prompt: str, model: str | None, params: ChatParams, verbose: bool
 ) -> int:
-    from engine.core import Engine
+    from muxtui.engine.core import Engine
 
     async with Engine(context.config, context.paths) as engine:
         chosen = model or await _default_model(engine)
@@ -72,7 +72,7 @@ async def _ask(
 
 
 async def _default_model(engine: Engine) -> str:
-    from engine.errors import UsageError
+    from muxtui.engine.errors import UsageError
 
     name = engine.default_model()
     if name is None:
@@ -97,9 +97,9 @@ async def _turn(
 ) -> int:
     import asyncio
 
-    from engine.errors import MuxtuiError, StreamInterruptedError
-    from engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
-    from engine.history import conversation_title
+    from muxtui.engine.errors import MuxtuiError, StreamInterruptedError
+    from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
+    from muxtui.engine.history import conversation_title
 
     await engine.check_model(model)  # an unknown name leaves nothing in the history
     history = engine.history

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
     """Print the path and the masked settings."""
     import tomli_w
 
-    from engine.config import masked
+    from muxtui.engine.config import masked
 
     path = context.paths.config_file
     if args.path:

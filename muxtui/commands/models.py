@@ -8,8 +8,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.events import ModelEntry
     from muxtui.cli import Context
+    from muxtui.engine.events import ModelEntry
 
 # Remote catalogs (OpenRouter lists hundreds of models) may take a moment; never wait longer.
 DISCOVERY_WAIT_S = 12.0
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
 
 
 async def _collect(context: Context) -> list[ModelEntry]:
-    from engine.core import Engine
+    from muxtui.engine.core import Engine
 
     async with Engine(context.config, context.paths) as engine:
         await engine.servers.refresh()  # local discovery: GGUF files, the bundled model

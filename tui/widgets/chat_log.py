@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 if TYPE_CHECKING:
-    from tui.widgets.message_view import MessageView, ShownMessage
+    from muxtui.tui.widgets.message_view import MessageView, ShownMessage
 
 # Long chats mount only this many messages; older ones stay in history, not in the widget tree.
 MAX_MOUNTED = 60
@@ -18,7 +18,7 @@ MAX_MOUNTED = 60
 def _message_view_class() -> type[MessageView]:
     # Imported on first use: Markdown pulls in markdown-it (~70 ms), which the first frame of
     # an empty chat does not need. The app warms this import up after the first frame.
-    from tui.widgets.message_view import MessageView
+    from muxtui.tui.widgets.message_view import MessageView
 
     return MessageView
 

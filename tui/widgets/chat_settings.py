@@ -9,7 +9,7 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label
 
 if TYPE_CHECKING:
-    from engine.events import ChatParams
+    from muxtui.engine.events import ChatParams
 
 
 class ChatSettingsError(ValueError):
@@ -76,7 +76,7 @@ class ChatSettings(Collapsible):
 
     def chat_params(self) -> ChatParams:
         """The sampling settings as the engine takes them; raises ChatSettingsError if invalid."""
-        from engine.events import ChatParams
+        from muxtui.engine.events import ChatParams
 
         temperature_text = self._values["temperature"].strip()
         max_tokens_text = self._values["max-tokens"].strip()

@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.content import Content
 from textual.widgets import Static
 
-from tui.display import shorten_home
+from muxtui.tui.display import shorten_home
 
 PROVIDER_SNIPPET = """\
 [providers.openrouter]

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
-from engine.events import ChatStats
+from muxtui.engine.events import ChatStats
 
 if TYPE_CHECKING:
     from textual.timer import Timer

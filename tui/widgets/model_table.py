@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
-from engine.events import ModelEntry, ServerState
+from muxtui.engine.events import ModelEntry, ServerState
 
 # (column key, heading); the key names the ModelEntry field shown, more or less.
 COLUMNS: tuple[tuple[str, str], ...] = (
