@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from muxtui.engine.config import CacheConfig, Config  # noqa: E402
 from muxtui.engine.events import ServerState, ServerStateChanged  # noqa: E402
-from muxtui.engine.local_models import (  # noqa: E402
+from muxtui.engine.local.models import (  # noqa: E402
     BUNDLED_GEMMA_NAME,
     bundled_gemma_path,
     prepare_bundled_gemma,

@@ -31,7 +31,7 @@ from muxtui.engine.config import Config
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
 from muxtui.engine.http_probe import http_get
-from muxtui.engine.local_models import (
+from muxtui.engine.local.models import (
     LOOPBACK,
     LaunchPlan,
     LocalDiscovery,

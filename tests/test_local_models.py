@@ -14,7 +14,7 @@ import pytest
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ServerState
-from muxtui.engine.local_models import (
+from muxtui.engine.local.models import (
     BUNDLED_GEMMA_NAME,
     LocalModelSpec,
     LocalTools,
