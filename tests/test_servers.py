@@ -19,12 +19,12 @@ import httpx
 import psutil
 import pytest
 
-from muxtui.engine import proctree
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelsChanged, ServerState, ServerStateChanged
+from muxtui.engine.local import process as proctree
+from muxtui.engine.local.manager import ServerManager
 from muxtui.engine.paths import Paths
-from muxtui.engine.servers import ServerManager
 from tests.conftest import REPO_ROOT
 from tests.health_poller import HealthPoller
 
@@ -143,7 +143,9 @@ async def test_cold_start_answers_after_readiness_then_warm_hit(managers: Any, g
 
     def on_event(event: object) -> None:
         recorder(event)
-        if isinstance(event, ServerStateChanged) and event.state is S.STARTING:
+        # STARTING is announced as soon as the start is asked for; the port comes with the spawn.
+        spawning = event.state is S.STARTING and event.detail.startswith("starting on port")
+        if isinstance(event, ServerStateChanged) and spawning:
             port = next(e.port for e in manager.entries() if e.name == "m")
             assert port is not None
             watchers.append(HealthPoller(port, limit_s=20))

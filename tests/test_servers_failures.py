@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from muxtui.engine import proctree
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ServerState
+from muxtui.engine.local import process as proctree
 from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT, muxtui_env
 from tests.test_servers import PY, Recorder, fake_cmd, gguf, make_config, managers, use
@@ -126,7 +126,7 @@ CHILD = """
 import asyncio, json, sys
 from muxtui.engine.config import load_config
 from muxtui.engine.paths import Paths
-from muxtui.engine.servers import ServerManager
+from muxtui.engine.local.manager import ServerManager
 
 async def main():
     paths = Paths.default(sys.argv[1])
