@@ -105,6 +105,22 @@ async def test_health_never_answering_hits_the_stall_deadline(managers: Any) -> 
     assert "/health never answered 200" in message and "stall_timeout" in message
 
 
+async def test_logging_forever_without_listening_hits_the_start_timeout(managers: Any) -> None:
+    # Every line pushes the stall deadline forward; only the overall deadline ends the wait.
+    chatty = (
+        "import itertools, time; "
+        "[print('loading', n, flush=True) or time.sleep(0.05) for n in itertools.count()]"
+    )
+    started = time.monotonic()
+    message, _ = await expect_failure(
+        managers, {"cmd": f'{PY} -c "{chatty}" {{port}}'}, stall_timeout=10, start_timeout=1
+    )
+    assert time.monotonic() - started >= 1
+    assert "not ready after 1 s although it kept writing to its log" in message
+    assert "raise [cache] start_timeout" in message and "last log line: loading" in message
+    assert "\n" not in message
+
+
 async def test_unparsable_cmd(managers: Any) -> None:
     message, _ = await expect_failure(managers, {"cmd": "llama-server --port {port} 'unclosed"})
     assert "cannot split cmd" in message
