@@ -42,7 +42,9 @@ def begin_log(path: Path, argv: list[str], env_names: Iterable[str] = ()) -> int
         if path.stat().st_size > LOG_ROTATE_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
     stamp = datetime.now().isoformat(timespec="seconds")
-    header = f"\n=== muxtui {stamp}: {shlex.join(mask_argv(argv))}"
+    # Quoted like a shell line, except the masks, so they read `--api-key ****`.
+    command = " ".join(t if MASK in t else shlex.quote(t) for t in mask_argv(argv))
+    header = f"\n=== muxtui {stamp}: {command}"
     names = sorted(env_names)
     if names:
         header += " (env: " + ", ".join(f"{name}={MASK}" for name in names) + ")"
