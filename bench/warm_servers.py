@@ -69,7 +69,8 @@ async def one_cold_start(paths: Paths) -> dict[str, float]:
         nonlocal spawned_at, warm_at
         if not isinstance(event, ServerStateChanged) or event.model != MODEL:
             return
-        if event.state is ServerState.STARTING:
+        # STARTING comes as soon as the start is asked for; the port comes with the spawn.
+        if event.state is ServerState.STARTING and event.detail.startswith("starting on port"):
             spawned_at = time.monotonic()
             port = next(e.port for e in manager.entries() if e.name == MODEL)
             assert port is not None
