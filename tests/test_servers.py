@@ -22,8 +22,8 @@ import pytest
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelsChanged, ServerState, ServerStateChanged
-from muxtui.engine.local import process as proctree
 from muxtui.engine.local.manager import ServerManager
+from muxtui.engine.local.process import live_groups
 from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT
 from tests.health_poller import HealthPoller
@@ -121,7 +121,7 @@ async def managers(
     yield build
     for manager in made:
         await manager.aclose()
-    assert proctree.live_groups() == []
+    assert live_groups() == []
 
 
 async def chat(base_url: str, model_id: str, **extra: Any) -> dict[str, Any]:
@@ -308,19 +308,25 @@ def entry_of(manager: ServerManager, name: str) -> Any:
     return next(e for e in manager.entries() if e.name == name)
 
 
+async def hold(manager: ServerManager, name: str) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A request holding `name` (in flight) until the returned event is set."""
+    release = asyncio.Event()
+
+    async def holding() -> None:
+        async with manager.acquire(name):
+            await release.wait()
+
+    holder = asyncio.create_task(holding())
+    await eventually(lambda: entry_of(manager, name).in_flight == 1)
+    return holder, release
+
+
 async def test_a_start_waiting_for_room_is_starting_with_the_reason(
     managers: Any, gguf: Path
 ) -> None:
     entries = {n: {"cmd": fake_cmd(), "path": str(gguf)} for n in ("qwen", "b")}
     manager, recorder = managers(make_config(entries, max_models=1))
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with manager.acquire("qwen"):
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await eventually(lambda: entry_of(manager, "qwen").in_flight == 1)
+    holder, release = await hold(manager, "qwen")
     starting = asyncio.create_task(use(manager, "b"))
     waiting = "waiting for qwen (1 in flight) to finish a reply before stopping it (max_models = 1)"
     await eventually(lambda: entry_of(manager, "b").detail == waiting)
@@ -346,14 +352,7 @@ async def test_two_starts_waiting_for_room_go_in_request_order(managers: Any, gg
     entries = {n: {"cmd": fake_cmd(), "path": str(gguf)} for n in ("busy", "first", "second")}
     manager, recorder = managers(make_config(entries, max_models=1))
     manager.busy_wait_timeout = 20.0
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with manager.acquire("busy"):
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await eventually(lambda: entry_of(manager, "busy").in_flight == 1)
+    holder, release = await hold(manager, "busy")
     first = asyncio.create_task(use(manager, "first"))
     await eventually(lambda: "waiting for busy" in entry_of(manager, "first").detail)
     second = asyncio.create_task(use(manager, "second"))

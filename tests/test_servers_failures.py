@@ -17,7 +17,7 @@ import pytest
 
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ServerState
-from muxtui.engine.local import process as proctree
+from muxtui.engine.local.process import live_groups
 from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT, muxtui_env
 from tests.test_servers import PY, Recorder, fake_cmd, gguf, make_config, managers, use
@@ -39,7 +39,7 @@ async def expect_failure(managers: Any, entry: dict[str, Any], **cache: Any) -> 
     assert message.startswith("local model 'bad': ")
     (state,) = [e for e in manager.entries() if e.name == "bad"]
     assert state.state is S.FAILED and state.pid is None
-    assert proctree.live_groups() == []  # no process left behind
+    assert live_groups() == []  # no process left behind
     return message, state.detail
 
 
