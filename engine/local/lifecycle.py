@@ -158,7 +158,7 @@ class Lifecycle:
                     process.exited,
                     lambda lines: self._tail(server, lines),
                     lambda: self.check_abort(server),
-                    lambda message: server.announce(message),
+                    server.announce,
                 )
                 model_id = await read_model_id(plan.is_mlx, port, name)
                 if process.exited.done():

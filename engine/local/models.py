@@ -31,32 +31,6 @@ DEFAULT_LLAMA_CMD = "{llama} -m {path} --host {host} --port {port} -c 4096"
 BUNDLED_GEMMA_CMD = "{llama} -m {path} --host {host} --port {port} --chat-template gemma -c 2048"
 MLX_HEALTH = "/v1/models"  # mlx_lm.server has no /health on every version
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
-_INHERITED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "TMPDIR",
-        "TZ",
-        "LD_LIBRARY_PATH",
-        "DYLD_LIBRARY_PATH",
-    }
-)
-_INHERITED_PREFIXES = (
-    "LC_",
-    "XDG_",
-    "CUDA_",
-    "NVIDIA_",
-    "HIP_",
-    "ROCR_",
-    "HSA_",
-    "GGML_",
-    "LLAMA_",
-    "OMP_",
-    "VK_",
-)
 
 
 @dataclass(frozen=True)
@@ -346,11 +320,25 @@ def _fill_command(spec: LocalModelSpec, tools: LocalTools) -> list[str]:
     return argv
 
 
-def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """What a local server inherits from muxtui's environment: an allow-list, never API keys.
+# What a local server may inherit: process basics, then what GPU runtimes and llama.cpp read.
+_INHERITED = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TZ"}
+_INHERITED |= {"LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"}
+_INHERITED_PREFIXES: tuple[str, ...] = (
+    "LC_",
+    "XDG_",
+    "CUDA_",
+    "NVIDIA_",
+    "HIP_",
+    "ROCR_",
+    "HSA_",
+    "GGML_",
+)
+_INHERITED_PREFIXES += ("LLAMA_", "OMP_", "VK_")
 
-    The process basics, then what GPU runtimes and llama.cpp read; `[local].env` adds more.
-    """
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a local server inherits from muxtui's environment: an allow-list, never API keys
+    (`[local].env` adds to it)."""
     return {
         key: value
         for key, value in environ.items()

@@ -29,6 +29,7 @@ from typing import Any
 
 import muxtui
 from muxtui.engine.errors import LocalServerError
+from muxtui.engine.local.models import LOOPBACK
 from muxtui.engine.local.watchdog import group_alive, signal_group, stop_groups
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def free_port(name: str, taken: set[int]) -> int:
     """A free TCP port on 127.0.0.1 that no other server of ours holds; for model `name`."""
     for _attempt in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((LOOPBACK, 0))
             port = int(sock.getsockname()[1])
         if port not in taken:
             return port
