@@ -11,7 +11,7 @@ import resource
 import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ import pytest
 
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ServerState, ServerStateChanged
-from muxtui.engine.local.incompatible import FILE_NAME
+from muxtui.engine.local.incompatible import FILE_NAME, IncompatibleRuntimes
 from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, bundled_gemma_path
 from muxtui.engine.paths import Paths
+from tests.test_models_cli import run_models
 from tests.test_servers import (
     FAKE,
     PY,
@@ -61,8 +62,8 @@ def runtime(folder: Path, script: str) -> Path:
 
 def reason(name: str, binary: Path | str) -> str:
     return (
-        f"the runtime {binary} was built for instructions this CPU lacks (killed by SIGILL); "
-        f"set [local.{name}] cmd to a llama-server built for this machine"
+        "the runtime was built for instructions this CPU lacks (killed by SIGILL); "
+        f"set [local.{name}] cmd to a llama-server built for this machine (runtime: {binary})"
     )
 
 
@@ -201,3 +202,18 @@ async def test_check_passes_the_bundled_model_before_it_is_assembled(
     manager, _ = managers(make_config({}))
     await manager.check(BUNDLED_GEMMA_NAME)
     assert not bundled_gemma_path(paths).exists()  # checking assembles nothing
+
+
+def test_models_json_says_which_runtime_cannot_run_here(
+    write_config: Callable[[str], Path], gguf: Path, tmp_path: Path, paths: Paths
+) -> None:
+    binary = runtime(tmp_path / "bin", DIES_OF_SIGILL)
+    IncompatibleRuntimes(paths.data_dir).record(str(binary))  # a SIGILL seen on an earlier run
+    cmd = json.dumps(f"{binary} -m {{path}} --port {{port}}")
+    config = write_config(f'[local.m]\ncmd = {cmd}\npath = "{gguf}"\n')
+    shown = run_models(config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [row for row in json.loads(shown.stdout) if row["name"] == "m"]
+    assert (row["state"], row["incompatible"]) == ("failed", reason("m", binary))
+    table = run_models(config)
+    assert "killed by SIGILL" in next(line for line in table.stdout.splitlines() if "m " in line)

@@ -36,8 +36,8 @@ def killed_by_sigill(returncode: int | None) -> bool:
 def sigill_reason(name: str, binary: str) -> str:
     """The one-line cause and fix for model `name` whose runtime `binary` hit SIGILL."""
     return (
-        f"the runtime {binary} was built for instructions this CPU lacks (killed by SIGILL); "
-        f"set [local.{name}] cmd to a llama-server built for this machine"
+        "the runtime was built for instructions this CPU lacks (killed by SIGILL); "
+        f"set [local.{name}] cmd to a llama-server built for this machine (runtime: {binary})"
     )
 
 
