@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from muxtui.engine.config import CacheConfig, Config  # noqa: E402
 from muxtui.engine.events import ServerState, ServerStateChanged  # noqa: E402
-from muxtui.engine.local_models import (  # noqa: E402
+from muxtui.engine.local.manager import ServerManager  # noqa: E402
+from muxtui.engine.local.models import (  # noqa: E402
     BUNDLED_GEMMA_NAME,
     bundled_gemma_path,
     prepare_bundled_gemma,
 )
 from muxtui.engine.paths import Paths  # noqa: E402
-from muxtui.engine.servers import ServerManager  # noqa: E402
 from tests.health_poller import HealthPoller  # noqa: E402
 
 MODEL = BUNDLED_GEMMA_NAME
@@ -69,7 +69,8 @@ async def one_cold_start(paths: Paths) -> dict[str, float]:
         nonlocal spawned_at, warm_at
         if not isinstance(event, ServerStateChanged) or event.model != MODEL:
             return
-        if event.state is ServerState.STARTING:
+        # STARTING comes as soon as the start is asked for; the port comes with the spawn.
+        if event.state is ServerState.STARTING and event.detail.startswith("starting on port"):
             spawned_at = time.monotonic()
             port = next(e.port for e in manager.entries() if e.name == MODEL)
             assert port is not None

@@ -85,6 +85,10 @@ class CacheConfig:
     ttl: int = _doc("Default seconds idle before a local server is unloaded; 0 = never.", 600)
     model_dirs: list[str] = _doc("Extra folders scanned for *.gguf files.", factory=list)
     stall_timeout: float = _doc("Seconds of start-up with no log output before giving up.", 120.0)
+    start_timeout: float = _doc(
+        "Seconds a local server may take to become ready, however much it logs; 0 = no limit.",
+        300.0,
+    )
     stop_grace: float = _doc("Seconds between SIGTERM and SIGKILL when stopping.", 10.0)
 
 

@@ -45,10 +45,10 @@ from muxtui.engine.events import (
     ServerState,
 )
 from muxtui.engine.history import History
+from muxtui.engine.local.manager import LocalEndpoint, ServerManager
 from muxtui.engine.pool import ClientPool
 from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
 from muxtui.engine.router import Router, Target
-from muxtui.engine.servers import LocalEndpoint, ServerManager
 
 if TYPE_CHECKING:
     from muxtui.engine.discovery import Discovered

@@ -17,12 +17,12 @@ import httpx
 import psutil
 import pytest
 
-from muxtui.engine import proctree
 from muxtui.engine.config import CacheConfig, Config
 from muxtui.engine.events import ServerState
-from muxtui.engine.local_models import BUNDLED_GEMMA_NAME, bundled_gemma_path, prepare_bundled_gemma
+from muxtui.engine.local import process as proctree
+from muxtui.engine.local.manager import ServerManager
+from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, bundled_gemma_path, prepare_bundled_gemma
 from muxtui.engine.paths import Paths
-from muxtui.engine.servers import ServerManager
 from tests.test_servers import Recorder, group_gone
 
 pytestmark = pytest.mark.llama

@@ -1,5 +1,5 @@
 """Local discovery: [local] entries, GGUF files in model folders, tools, the bundled extra,
-command templates, and Ollama's loaded models (read-only)."""
+and command templates."""
 
 from __future__ import annotations
 
@@ -7,21 +7,18 @@ import importlib.util
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.events import ServerState
-from muxtui.engine.local_models import (
+from muxtui.engine.local.models import (
     BUNDLED_GEMMA_NAME,
     LocalModelSpec,
     LocalTools,
     bundled_gemma_path,
     discover,
     find_tools,
-    ollama_loaded,
     plan_launch,
     prepare_bundled_gemma,
 )
@@ -189,17 +186,3 @@ def test_prepare_bundled_gemma_trusts_a_file_of_the_right_size(tmp_path: Path) -
     target.parent.mkdir()
     target.write_bytes(b"GGUF" + bytes(96))
     assert prepare_bundled_gemma(target, 100) == target
-
-
-async def test_ollama_loaded_models_with_expiry(fake_server: Any) -> None:
-    entries = await ollama_loaded(fake_server.root_url, provider="ollama")
-    (entry,) = entries
-    assert entry.name == "ollama:fake-model" and entry.provider == "ollama"
-    assert not entry.local and entry.state is ServerState.WARM and entry.source == "ollama"
-    assert entry.size_bytes == entry.vram_bytes == 123_456_789
-    assert "2026-11-23T12:00:00Z" in entry.detail
-    assert entry.ttl_left_s is not None
-
-
-async def test_ollama_unreachable_is_empty() -> None:
-    assert await ollama_loaded("http://127.0.0.1:9", timeout=0.5) == []

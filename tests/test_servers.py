@@ -19,12 +19,12 @@ import httpx
 import psutil
 import pytest
 
-from muxtui.engine import proctree
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelsChanged, ServerState, ServerStateChanged
+from muxtui.engine.local.manager import ServerManager
+from muxtui.engine.local.process import live_groups
 from muxtui.engine.paths import Paths
-from muxtui.engine.servers import ServerManager
 from tests.conftest import REPO_ROOT
 from tests.health_poller import HealthPoller
 
@@ -121,7 +121,7 @@ async def managers(
     yield build
     for manager in made:
         await manager.aclose()
-    assert proctree.live_groups() == []
+    assert live_groups() == []
 
 
 async def chat(base_url: str, model_id: str, **extra: Any) -> dict[str, Any]:
@@ -143,7 +143,9 @@ async def test_cold_start_answers_after_readiness_then_warm_hit(managers: Any, g
 
     def on_event(event: object) -> None:
         recorder(event)
-        if isinstance(event, ServerStateChanged) and event.state is S.STARTING:
+        # STARTING is announced as soon as the start is asked for; the port comes with the spawn.
+        spawning = event.state is S.STARTING and event.detail.startswith("starting on port")
+        if isinstance(event, ServerStateChanged) and spawning:
             port = next(e.port for e in manager.entries() if e.name == "m")
             assert port is not None
             watchers.append(HealthPoller(port, limit_s=20))
@@ -300,6 +302,67 @@ async def test_stream_in_flight_delays_eviction_until_it_ends(managers: Any, ggu
     stopping_a = recorder.first_time("a", S.STOPPING)
     assert stopping_a >= stream_ended
     assert any(s.startswith("waiting for a (1 in flight)") for s in statuses), statuses
+
+
+def entry_of(manager: ServerManager, name: str) -> Any:
+    return next(e for e in manager.entries() if e.name == name)
+
+
+async def hold(manager: ServerManager, name: str) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A request holding `name` (in flight) until the returned event is set."""
+    release = asyncio.Event()
+
+    async def holding() -> None:
+        async with manager.acquire(name):
+            await release.wait()
+
+    holder = asyncio.create_task(holding())
+    await eventually(lambda: entry_of(manager, name).in_flight == 1)
+    return holder, release
+
+
+async def test_a_start_waiting_for_room_is_starting_with_the_reason(
+    managers: Any, gguf: Path
+) -> None:
+    entries = {n: {"cmd": fake_cmd(), "path": str(gguf)} for n in ("qwen", "b")}
+    manager, recorder = managers(make_config(entries, max_models=1))
+    holder, release = await hold(manager, "qwen")
+    starting = asyncio.create_task(use(manager, "b"))
+    waiting = "waiting for qwen (1 in flight) to finish a reply before stopping it (max_models = 1)"
+    await eventually(lambda: entry_of(manager, "b").detail == waiting)
+    b = entry_of(manager, "b")
+    assert b.state is S.STARTING and b.pid is None and b.port is None
+    assert [(e.state, e.previous, e.detail) for e in recorder.changes("b")] == [
+        (S.STARTING, S.COLD, "starting"),
+        (S.STARTING, S.STARTING, waiting),
+    ]
+    assert S.STOPPING not in recorder.states("qwen")
+    release.set()
+    await holder
+    await starting
+    details = [e.detail for e in recorder.changes("b")]
+    assert details[2] == "unloading qwen to make room (max_models = 1)"
+    assert details[3].startswith("starting on port") and details[-1] == ""
+    assert recorder.first_time("b", S.STARTING) < recorder.first_time("qwen", S.STOPPING)
+    assert (entry_of(manager, "b").state, entry_of(manager, "qwen").state) == (S.WARM, S.COLD)
+
+
+async def test_two_starts_waiting_for_room_go_in_request_order(managers: Any, gguf: Path) -> None:
+    # Each counts the other as live; without an order they would wait on each other forever.
+    entries = {n: {"cmd": fake_cmd(), "path": str(gguf)} for n in ("busy", "first", "second")}
+    manager, recorder = managers(make_config(entries, max_models=1))
+    manager.busy_wait_timeout = 20.0
+    holder, release = await hold(manager, "busy")
+    first = asyncio.create_task(use(manager, "first"))
+    await eventually(lambda: "waiting for busy" in entry_of(manager, "first").detail)
+    second = asyncio.create_task(use(manager, "second"))
+    await eventually(lambda: "waiting for" in entry_of(manager, "second").detail)
+    assert "first (starting)" in entry_of(manager, "second").detail
+    release.set()
+    await asyncio.gather(holder, first, second)
+    assert recorder.first_time("first", S.WARM) < recorder.first_time("second", S.WARM)
+    states = {name: entry_of(manager, name).state for name in entries}
+    assert states == {"busy": S.COLD, "first": S.COLD, "second": S.WARM}
 
 
 async def test_memory_budget_evicts_by_measured_rss_plus_estimate(

@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from muxtui.engine import proctree
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ServerState
+from muxtui.engine.local.process import live_groups
 from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT, muxtui_env
 from tests.test_servers import PY, Recorder, fake_cmd, gguf, make_config, managers, use
@@ -39,7 +39,7 @@ async def expect_failure(managers: Any, entry: dict[str, Any], **cache: Any) -> 
     assert message.startswith("local model 'bad': ")
     (state,) = [e for e in manager.entries() if e.name == "bad"]
     assert state.state is S.FAILED and state.pid is None
-    assert proctree.live_groups() == []  # no process left behind
+    assert live_groups() == []  # no process left behind
     return message, state.detail
 
 
@@ -105,6 +105,22 @@ async def test_health_never_answering_hits_the_stall_deadline(managers: Any) -> 
     assert "/health never answered 200" in message and "stall_timeout" in message
 
 
+async def test_logging_forever_without_listening_hits_the_start_timeout(managers: Any) -> None:
+    # Every line pushes the stall deadline forward; only the overall deadline ends the wait.
+    chatty = (
+        "import itertools, time; "
+        "[print('loading', n, flush=True) or time.sleep(0.05) for n in itertools.count()]"
+    )
+    started = time.monotonic()
+    message, _ = await expect_failure(
+        managers, {"cmd": f'{PY} -c "{chatty}" {{port}}'}, stall_timeout=10, start_timeout=1
+    )
+    assert time.monotonic() - started >= 1
+    assert "not ready after 1 s although it kept writing to its log" in message
+    assert "raise [cache] start_timeout" in message and "last log line: loading" in message
+    assert "\n" not in message
+
+
 async def test_unparsable_cmd(managers: Any) -> None:
     message, _ = await expect_failure(managers, {"cmd": "llama-server --port {port} 'unclosed"})
     assert "cannot split cmd" in message
@@ -126,7 +142,7 @@ CHILD = """
 import asyncio, json, sys
 from muxtui.engine.config import load_config
 from muxtui.engine.paths import Paths
-from muxtui.engine.servers import ServerManager
+from muxtui.engine.local.manager import ServerManager
 
 async def main():
     paths = Paths.default(sys.argv[1])

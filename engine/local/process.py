@@ -1,5 +1,5 @@
-"""Server processes as process groups: started so they die with muxtui, stopped as a group,
-measured as a tree (RSS, and VRAM when NVML is there).
+"""Server processes as process groups: started so they die with muxtui, stopped as a group
+(SIGTERM, a grace period, SIGKILL).
 
 The guarantees here are about the operating-system process, not about one engine object, so
 the bookkeeping that backs them (the forking thread, the live process groups, the exit hooks
@@ -17,72 +17,25 @@ import logging
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import muxtui
+from muxtui.engine.errors import LocalServerError
+from muxtui.engine.local.models import LOOPBACK
+from muxtui.engine.local.watchdog import group_alive, signal_group, stop_groups
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-# Runs as `python -c` in its own session. It learns the live server process groups on stdin;
-# when stdin reaches EOF (muxtui is gone, however it ended) it stops them all: SIGTERM, a grace
-# period, SIGKILL. PR_SET_PDEATHSIG already kills the direct child on Linux; this also covers
-# a server's own children and macOS, which has no PDEATHSIG.
-_WATCHDOG_SOURCE = r"""
-import os, signal, sys, time
-for s in (signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-groups = {}
-for line in sys.stdin:
-    parts = line.split()
-    if len(parts) == 3 and parts[0] == "+":
-        groups[int(parts[1])] = float(parts[2])
-    elif len(parts) == 2 and parts[0] == "-":
-        groups.pop(int(parts[1]), None)
-def alive(g):
-    try:
-        os.killpg(g, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-def kill(g, sig):
-    try:
-        os.killpg(g, sig)
-    except OSError:
-        pass
-for g in groups:
-    kill(g, signal.SIGTERM)
-end = time.monotonic() + max(groups.values(), default=0.0)
-while any(alive(g) for g in groups) and time.monotonic() < end:
-    time.sleep(0.05)
-for g in groups:
-    kill(g, signal.SIGKILL)
-"""
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process is left in the process group `pgid`."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    """Send `signum` to every process in the group, ignoring a group that is already gone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
+_WATCHDOG_MODULE = "muxtui.engine.local.watchdog"
 
 
 class ManagedProcess:
@@ -128,6 +81,17 @@ class ManagedProcess:
             # SIGKILL has been sent to the whole group, so even a cancelled wait leaves
             # nothing for the watchdog to do.
             _GUARD.unregister(self.pgid)
+
+
+def free_port(name: str, taken: set[int]) -> int:
+    """A free TCP port on 127.0.0.1 that no other server of ours holds; for model `name`."""
+    for _attempt in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+    raise LocalServerError(name, "no free port on 127.0.0.1")  # pragma: no cover
 
 
 async def spawn(
@@ -270,10 +234,15 @@ class _ProcessGuard:
 
     @staticmethod
     def _start_watchdog() -> subprocess.Popen[bytes] | None:
+        # -S: no site-packages scan, so it starts fast; -P: the working directory is not put
+        # on sys.path, so a folder of the person's own named `muxtui` cannot stand in for ours.
+        root = Path(muxtui.__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": str(root)}
         try:
             return subprocess.Popen(
-                [sys.executable, "-S", "-c", _WATCHDOG_SOURCE],
+                [sys.executable, "-P", "-S", "-m", _WATCHDOG_MODULE],
                 stdin=subprocess.PIPE,
+                env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # so a Ctrl-C aimed at muxtui does not reach it
@@ -305,19 +274,9 @@ class _ProcessGuard:
         with self._lock:
             groups = dict(self._groups)
         if groups:
-            _stop_groups_blocking(groups)
+            stop_groups(groups)
         for pgid in groups:
             self.unregister(pgid)
-
-
-def _stop_groups_blocking(groups: dict[int, float]) -> None:
-    for pgid in groups:
-        signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + max(groups.values())
-    while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pgid in groups:
-        signal_group(pgid, signal.SIGKILL)
 
 
 _GUARD = _ProcessGuard()
@@ -326,85 +285,3 @@ _GUARD = _ProcessGuard()
 def live_groups() -> list[int]:
     """Process groups of servers started by this process and not yet stopped."""
     return _GUARD.live_groups()
-
-
-# --- memory of a process tree ---------------------------------------------------------------
-
-
-def tree_memory(pids: Iterable[int]) -> dict[int, tuple[int, int]]:
-    """For each root pid: (RSS of it and all its descendants, VRAM they hold; 0 without NVML)."""
-    import psutil
-
-    roots = list(pids)
-    vram_by_pid = gpu_memory_by_pid() if roots else {}
-    result: dict[int, tuple[int, int]] = {}
-    for root_pid in roots:
-        rss = vram = 0
-        try:
-            root = psutil.Process(root_pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            result[root_pid] = (0, 0)
-            continue
-        for process in tree:
-            with contextlib.suppress(psutil.Error):
-                rss += process.memory_info().rss
-            vram += vram_by_pid.get(process.pid, 0)
-        result[root_pid] = (rss, vram)
-    return result
-
-
-class _Nvml:
-    """NVML, initialised once; on a machine without an NVIDIA driver it stays unavailable."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready: bool | None = None
-
-    def memory_by_pid(self) -> dict[int, int]:
-        with self._lock:
-            if self._ready is None:
-                self._ready = self._init()
-            if not self._ready:
-                return {}
-            try:
-                return self._read()
-            except Exception as exc:  # NVML errors are many and all mean "no figures"
-                log.debug("NVML read failed: %s", exc)
-                return {}
-
-    @staticmethod
-    def _init() -> bool:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-        except Exception:  # no library, no driver, no GPU: no VRAM figures
-            return False
-        return True
-
-    @staticmethod
-    def _read() -> dict[int, int]:
-        import pynvml
-
-        used: dict[int, int] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            getters = (
-                pynvml.nvmlDeviceGetComputeRunningProcesses,
-                pynvml.nvmlDeviceGetGraphicsRunningProcesses,
-            )
-            for getter in getters:
-                for info in getter(handle):
-                    amount = info.usedGpuMemory
-                    if isinstance(amount, int) and amount > 0:
-                        used[info.pid] = used.get(info.pid, 0) + amount
-        return used
-
-
-_NVML = _Nvml()
-
-
-def gpu_memory_by_pid() -> dict[int, int]:
-    """VRAM in use per pid across NVIDIA GPUs; empty where NVML is unavailable."""
-    return _NVML.memory_by_pid()

