@@ -1,7 +1,8 @@
 """Conversations and their messages in SQLite (WAL), touched only from one worker thread.
 
 The file and its `-wal`/`-shm` companions are 0600 in a 0700 folder, whatever the umask and
-whatever modes an older muxtui left. The schema grows by `MIGRATIONS`, applied in order at open.
+whatever modes an older muxtui left. The schema grows by `history_schema.MIGRATIONS`, applied
+in order at open.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,58 +27,13 @@ from muxtui.engine.events import (
     MessageStatus,
     StoredMessage,
 )
+from muxtui.engine.history_schema import SCHEMA_VERSION, migrate, transaction
 
 _T = TypeVar("_T")
 
 # The record types live in `events`; the chat pane still names them from here until it moves
 # to the engine facade.
-__all__ = ["MIGRATIONS", "History", "MessageStatus", "StoredMessage", "conversation_title"]
-
-# A migration is SQL or a function of the connection; each runs in one transaction that also
-# records its number as the schema version, so a crash leaves the file at the previous one.
-Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[tuple[int, Migration], ...] = (
-    (
-        1,
-        """
-        CREATE TABLE IF NOT EXISTS conversations (
-            id INTEGER PRIMARY KEY,
-            title TEXT NOT NULL DEFAULT '',
-            model TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        );
-        CREATE TABLE IF NOT EXISTS messages (
-            id INTEGER PRIMARY KEY,
-            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-            role TEXT NOT NULL,
-            content TEXT NOT NULL,
-            model TEXT NOT NULL DEFAULT '',
-            status TEXT NOT NULL DEFAULT 'complete',
-            error TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL,
-            provider TEXT,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            ttft_s REAL,
-            tokens_per_s REAL,
-            total_s REAL
-        );
-        CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
-        CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations (updated_at);
-        """,
-    ),
-    (
-        2,
-        """
-        ALTER TABLE conversations ADD COLUMN system_prompt TEXT NOT NULL DEFAULT '';
-        ALTER TABLE conversations ADD COLUMN temperature REAL;
-        ALTER TABLE conversations ADD COLUMN max_tokens INTEGER;
-        ALTER TABLE messages ADD COLUMN finish_reason TEXT NOT NULL DEFAULT '';
-        """,
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+__all__ = ["History", "MessageStatus", "StoredMessage", "conversation_title"]
 
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.model, c.created_at, c.updated_at, "
@@ -153,7 +109,7 @@ class History:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            self._migrate(db, version)
+            migrate(db, version)
         except BaseException as exc:
             db.close()
             if isinstance(exc, sqlite3.Error):
@@ -183,6 +139,11 @@ class History:
             os.chmod(folder, 0o700)
         try:
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except IsADirectoryError:
+            raise MuxtuiError(
+                f"history: {self.path} is a folder, not the history file; move it aside, "
+                f"{_ELSEWHERE}"
+            ) from None
         except OSError:
             raise self._not_writable(self.path) from None
         for suffix in ("", "-wal", "-shm", "-journal"):
@@ -203,20 +164,6 @@ class History:
         return MuxtuiError(
             f"history: {self.path} cannot be used ({text}); move it aside to start afresh"
         )
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection, version: int) -> None:
-        for number, migration in MIGRATIONS:
-            if number <= version:
-                continue
-            with _transaction(db):
-                if isinstance(migration, str):
-                    for statement in migration.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                else:
-                    migration(db)
-                db.execute(f"PRAGMA user_version={number}")
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         if self._executor is None:
@@ -372,7 +319,7 @@ class History:
         role, content, model, status, error, finish_reason = row
         values = (conversation_id, role, content, model, status, error, now, finish_reason)
         try:
-            with _transaction(db):
+            with transaction(db):
                 cursor = db.execute(
                     f"INSERT INTO messages ({_MESSAGE_COLUMNS.removeprefix('id, ')}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -384,17 +331,6 @@ class History:
         except sqlite3.IntegrityError:
             raise LookupError(f"no conversation with id {conversation_id}") from None
         return int(cursor.lastrowid or 0)
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    db.execute("BEGIN")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _settings_row(settings: ChatSettings) -> tuple[object, ...]:

@@ -14,7 +14,8 @@ from muxtui.engine.config import Config, ModelConfig, ProviderConfig
 from muxtui.engine.core import Engine
 from muxtui.engine.errors import MuxtuiError, SettingsError
 from muxtui.engine.events import ChatFinished, ChatMessage, ChatSettings, ChatStats
-from muxtui.engine.history import MIGRATIONS, History
+from muxtui.engine.history import History
+from muxtui.engine.history_schema import MIGRATIONS
 from muxtui.engine.paths import Paths
 from tests.fake_server import FakeOpenAIServer
 
@@ -287,3 +288,15 @@ async def test_wal_files_are_private_under_umask_022_in_an_open_folder(paths: Pa
     assert names == ["history.sqlite3", "history.sqlite3-shm", "history.sqlite3-wal"]
     assert set(modes.values()) == {0o600}, modes
     assert stat.S_IMODE(paths.data_dir.stat().st_mode) == 0o700
+
+
+async def test_a_folder_in_place_of_the_file_says_move_it_aside(paths: Paths) -> None:
+    paths.history_db.mkdir(parents=True)
+    store = History(paths.history_db)
+    with pytest.raises(MuxtuiError) as caught:
+        await store.open()
+    await store.close()
+    assert str(caught.value) == (
+        f"history: {paths.history_db} is a folder, not the history file; move it aside, "
+        "or set XDG_DATA_HOME to a writable folder"
+    )
