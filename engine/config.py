@@ -131,6 +131,7 @@ class Config:
 
 def load_config(path: Path, *, must_exist: bool = False) -> Config:
     """Read and validate the config file; a missing file means defaults unless `must_exist`."""
+    elsewhere = "point --config or MUXTUI_CONFIG at"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -139,8 +140,25 @@ def load_config(path: Path, *, must_exist: bool = False) -> Config:
                 f"config error: {path} does not exist; create it or drop --config/MUXTUI_CONFIG"
             ) from None
         return Config()
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config error: {path}: cannot read ({exc.__class__.__name__})") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config error: {path} is a folder, not a file; {elsewhere} a config.toml file"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"config error: {path}: permission denied; make it readable (chmod u+r {path}) "
+            f"or {elsewhere} another file"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config error: {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config error: {path}: cannot read it ({exc.strerror or type(exc).__name__}); "
+            f"{elsewhere} a readable config.toml file"
+        ) from None
     return parse_config(text, path)
 
 
@@ -160,10 +178,16 @@ def parse_config(text: str, path: Path) -> Config:
     except _Invalid as exc:
         line = _line_of(text, exc.key_path)
         where = f" line {line}" if line else ""
+        what = exc.what
+        if _SECRET_KEYS & set(exc.key_path):  # the value given may be a secret: never echo it
+            what = what.split(", got ")[0]
         raise ConfigError(
-            f"config error: {path}{where}: {'.'.join(exc.key_path)}: {exc.what}"
+            f"config error: {path}{where}: {'.'.join(exc.key_path)}: {what}"
         ) from None
     return config
+
+
+_SECRET_KEYS = frozenset({"api_key", "headers", "env", "cmd"})
 
 
 class _Invalid(Exception):
@@ -291,35 +315,14 @@ def _unquote(part: str) -> str:
 # --- saving ----------------------------------------------------------------------------------
 
 
-def config_to_toml(config: Config) -> dict[str, Any]:
-    """The config as a TOML-ready dict, omitting values equal to their defaults."""
-    return typing.cast(dict[str, Any], _to_plain(config))
-
-
-def _to_plain(value: Any, *, with_defaults: bool = False) -> Any:
+def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        defaults = type(value)()
-        plain: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            keep = with_defaults or f.name in ("kind", "provider")
-            if item == getattr(defaults, f.name) and not keep:
-                continue
-            plain[f.name] = _to_plain(item, with_defaults=with_defaults)
-        return plain
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {k: _to_plain(v, with_defaults=with_defaults) for k, v in value.items()}
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_plain(v, with_defaults=with_defaults) for v in value]
+        return [_to_plain(v) for v in value]
     return value
-
-
-def save_config(config: Config, path: Path) -> None:
-    """Write the config atomically (temp file in the same dir, fsync, rename) with mode 0600."""
-    import tomli_w
-
-    data = tomli_w.dumps(config_to_toml(config)).encode("utf-8")
-    write_private_atomically(path, data)
 
 
 def update_config_file(path: Path, table: str, values: dict[str, Any]) -> None:
@@ -364,18 +367,25 @@ def write_private_atomically(path: Path, data: bytes) -> None:
 
 
 def masked(config: Config) -> dict[str, Any]:
-    """Every resolved setting as a plain dict, API keys replaced by a mask, for display."""
-    plain = _to_plain(config, with_defaults=True)
+    """Every resolved setting as a plain dict, for display, with every secret masked.
+
+    Masked: API keys, every header value but the clearly public ones (`Accept`, `Content-Type`,
+    `User-Agent`, `HTTP-Referer`, `Referer`, `X-Title`), every `[local]` env value (muxtui cannot
+    tell which of them carry secrets), and the values of secret-looking cmd options.
+    """
+    from muxtui.engine.redact import MASK, mask_cmd, mask_headers
+
+    plain = _to_plain(config)
     for name, provider in config.providers.items():
-        entry = plain.setdefault("providers", {}).setdefault(name, {})
+        entry = plain["providers"][name]
         if provider.api_key:
-            entry["api_key"] = "****"
+            entry["api_key"] = MASK
         if provider.api_key_env:
             state = "set" if os.environ.get(provider.api_key_env) else "not set"
             entry["api_key_env"] = f"{provider.api_key_env} ({state})"
+        entry["headers"] = mask_headers(provider.headers)
+    for name, local in config.local.items():
+        entry = plain["local"][name]
+        entry["cmd"] = mask_cmd(local.cmd)
+        entry["env"] = dict.fromkeys(local.env, MASK)
     return typing.cast(dict[str, Any], plain)
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each field's one-line doc, for `muxtui config` and the README."""
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}

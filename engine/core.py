@@ -1,67 +1,54 @@
-"""The engine facade the TUI and the command line use: models, chat, history, events."""
+"""The engine facade: the one door the TUI, the command line and `serve` use.
+
+Models and their servers, chat turns (recorded or not), conversations and their settings, and
+events for listeners. Callers never reach into the history or the server manager themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
-from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from muxtui.engine.backends.base import (
-    Backend,
-    ChatRequest,
-    Endpoint,
-    StreamEnd,
-)
-from muxtui.engine.backends.ollama import OllamaBackend
-from muxtui.engine.backends.openai import OpenAIBackend
-from muxtui.engine.catalog import configured_entries
+from muxtui.engine.catalog import discovered_entries, remote_entries
+from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
 from muxtui.engine.discovery import DiscoveryTargets, discover
 from muxtui.engine.errors import (
-    AuthError,
-    BadRequestError,
-    LocalServerError,
-    ProviderError,
-    RateLimitedError,
-    StreamInterruptedError,
+    MuxtuiError,
     UnknownModelError,
 )
 from muxtui.engine.events import (
-    ChatDelta,
     ChatEvent,
-    ChatFinished,
     ChatMessage,
     ChatParams,
-    ChatStats,
-    ChatStatus,
+    ChatSettings,
+    Conversation,
     ModelEntry,
     ModelsChanged,
-    ServerState,
+    StoredMessage,
+    TurnEvent,
 )
 from muxtui.engine.history import History
-from muxtui.engine.local.manager import LocalEndpoint, ServerManager
+from muxtui.engine.local.manager import ServerManager
 from muxtui.engine.pool import ClientPool
-from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
+from muxtui.engine.redact import known_secrets, redact_error
+from muxtui.engine.retry import RetryPolicy
 from muxtui.engine.router import Router, Target
+from muxtui.engine.turns import Turns
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from muxtui.engine.discovery import Discovered
     from muxtui.engine.paths import Paths
 
 log = logging.getLogger("muxtui.engine")
 
 DEFAULT_PARAMS = ChatParams()
-
-BACKENDS: dict[str, type[Backend]] = {"openai": OpenAIBackend, "ollama": OllamaBackend}
-
-# Errors the person must fix; trying a fallback model would only hide them.
-_NO_FALLBACK = (AuthError, BadRequestError, StreamInterruptedError)
 
 
 class Engine:
@@ -86,7 +73,8 @@ class Engine:
         self._listeners: list[Callable[[object], None]] = []
         self.servers = ServerManager(config, paths, self._server_event)
         self.router = Router(config, lambda name: self.servers.has(name))
-        self._backends: dict[tuple[str, str, str, str], Backend] = {}
+        self._turns = Turns(self.history, self.start, self.chat, self.check_model, self.secrets)
+        self._streamer = ChatStreamer(self)
         self._discovery_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -157,21 +145,9 @@ class Engine:
 
     def list_models(self) -> list[ModelEntry]:
         """Every known model: configured, local servers, then discovered ones."""
-        entries = configured_entries(self.config)
+        entries = remote_entries(self.config)
         entries += self.servers.entries()
-        entries += [
-            ModelEntry(
-                name=model.name,
-                provider=model.provider,
-                local=False,
-                state=ServerState.REMOTE,
-                model_id=model.model_id,
-                source=model.source,
-                size_bytes=model.size_bytes,
-                detail=model.detail,
-            )
-            for model in self.router.discovered_models
-        ]
+        entries += discovered_entries(self.router.discovered_models)
         seen: set[str] = set()
         unique = []
         for entry in entries:
@@ -191,14 +167,54 @@ class Engine:
         return models[0].name if models else None
 
     async def check_model(self, model: str) -> None:
-        """Raise `UnknownModelError` unless `model` resolves (after discovery, if still running)."""
-        await self._plan(model)
+        """Raise a one-line error unless `model` resolves and, if local, its command can start.
+
+        Unknown names wait for discovery still running; a local model's command and model file
+        are checked without starting it (`UnknownModelError`, `LocalServerError`).
+        """
+        primary = (await self.plan(model))[0]
+        if primary.local:
+            await self._check_local(primary.name)
+
+    async def _check_local(self, name: str) -> None:
+        try:
+            await self.servers.check(name)
+        except MuxtuiError as exc:
+            raise redact_error(exc, self.secrets()) from None
 
     async def wait_discovered(self, timeout: float = 2.0) -> None:
         """Wait (at most `timeout` seconds) for background discovery to finish."""
         task = self._discovery_task
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=timeout)
+
+    async def rescan(self) -> None:
+        """Scan the model folders and PATH again for local models and server binaries."""
+        await self.servers.refresh()
+
+    async def preload(self, name: str) -> None:
+        """Start the local server of `name` now, unless it is warm already."""
+        try:
+            await self.servers.preload(name)
+        except MuxtuiError as exc:
+            raise redact_error(exc, self.secrets()) from None
+
+    async def unload(self, name: str, *, force: bool = False) -> None:
+        """Stop the local server of `name`; waits (bounded) for replies in flight unless `force`."""
+        await self.servers.unload(name, force=force)
+
+    def set_pinned(self, name: str, pinned: bool) -> None:
+        """Pin (never unload automatically) or unpin a local server, until muxtui exits."""
+        self.servers.set_pinned(name, pinned)
+
+    def server_log_path(self, name: str) -> Path:
+        """The log file of the local server of `name` (it may not exist yet)."""
+        return self.servers.log_path(name)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value muxtui knows now (keys, secret headers, local env and cmd args)."""
+        providers = self.router.providers().values()
+        return known_secrets(providers, self.config.local.values())
 
     async def _run_discovery(self) -> None:
         def publish(found: Discovered) -> None:
@@ -224,88 +240,98 @@ class Engine:
     def _models_changed(self) -> None:
         self.emit(ModelsChanged(tuple(entry.name for entry in self.list_models())))
 
+    # --- conversations -----------------------------------------------------------------------
+
+    def run_turn(
+        self,
+        model: str,
+        prompt: str | Sequence[ChatMessage],
+        *,
+        conversation_id: int | None = None,
+        settings: ChatSettings | None = None,
+        params: ChatParams = DEFAULT_PARAMS,
+        record: bool = True,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """One chat turn: record the prompt, stream the reply, store how it ended.
+
+        `prompt` is the text of the user's message (or several messages to add as given).
+        `conversation_id=None` starts a conversation; an id continues it, its stored messages
+        sent first (failed replies left out). `settings` (system prompt, temperature, max
+        tokens) are used for this turn and saved with the conversation; None uses the ones
+        saved with it (defaults for a new one). Fields set in `params` win over the settings'.
+        `record=False` writes nothing (an id still supplies the context).
+
+        Before anything is written, the model is checked: `UnknownModelError`, or
+        `LocalServerError` for a local server whose command or model file is wrong, and
+        `UsageError` for an empty prompt or a conversation that no longer exists.
+
+        Events, in order: one `TurnStarted` (the conversation id and title), `ChatStatus`es
+        (retries, a local server loading), `ChatDelta`s as text arrives, then `ChatFinished`,
+        by which time the reply is stored as "complete" with its stats and finish reason.
+        However else the turn ends, the partial reply is stored first, then:
+        - a `MuxtuiError` is raised with a one-line message (secrets masked): status "error";
+          a `StreamInterruptedError` carries the partial text; a `TruncatedReplyError` (the
+          server ended the stream without finishing the reply) is stored as "truncated";
+        - cancelling the consuming task, or closing the generator, stores it as "stopped".
+        """
+        return self._turns.run(
+            model,
+            prompt,
+            conversation_id=conversation_id,
+            settings=settings,
+            params=params,
+            record=record,
+        )
+
+    async def list_conversations(self, limit: int | None = None) -> list[Conversation]:
+        """Conversations, most recently active first; at most `limit` of them if given."""
+        return await self.history.list_conversations(limit)
+
+    async def search_conversations(self, text: str, limit: int | None = None) -> list[Conversation]:
+        """Conversations whose title or any message contains `text`, most recent first."""
+        return await self.history.search_conversations(text, limit)
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        """One conversation's summary, or None if it does not exist."""
+        return await self.history.get_conversation(conversation_id)
+
+    async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
+        """A conversation's messages in order, each with its status (empty if it is gone)."""
+        return await self.history.messages(conversation_id)
+
+    async def rename_conversation(self, conversation_id: int, title: str) -> None:
+        """Give a conversation a new title; `LookupError` if it is gone."""
+        await self.history.rename(conversation_id, title)
+
+    async def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation and its messages (nothing happens if it is gone already)."""
+        await self.history.delete(conversation_id)
+
+    async def conversation_settings(self, conversation_id: int) -> ChatSettings:
+        """A conversation's saved settings; defaults if it has none or is gone."""
+        return await self.history.settings(conversation_id) or ChatSettings()
+
+    async def save_conversation_settings(
+        self, conversation_id: int, settings: ChatSettings
+    ) -> None:
+        """Keep `settings` with a conversation; `LookupError` if it is gone."""
+        await self.history.save_settings(conversation_id, settings)
+
     # --- chat --------------------------------------------------------------------------------
 
-    async def chat(
+    def chat(
         self, model: str, messages: Sequence[ChatMessage], params: ChatParams = DEFAULT_PARAMS
     ) -> AsyncGenerator[ChatEvent, None]:
-        """Stream one reply: `ChatStatus`es, `ChatDelta`s, then `ChatFinished`; raises typed errors.
+        """Stream one reply, unrecorded: `ChatStatus`es, `ChatDelta`s, then `ChatFinished`.
 
-        Fallback models are tried in order when a model fails before any text arrived.
-        Cancelling the consuming task, or closing this generator, closes the HTTP stream.
+        Raises typed errors with secrets masked. Fallback models are tried in order when a
+        model fails before any text arrived. Cancelling the consuming task, or closing this
+        generator, closes the HTTP stream.
         """
-        if not self._started:
-            await self.start()
-        turn = _Turn(time.monotonic())
-        parts = turn.parts
-        targets = await self._plan(model)
-        request_messages = tuple(messages)
-        for position, target in enumerate(targets):
-            try:
-                async with contextlib.AsyncExitStack() as held:
-                    fixed_endpoint = None
-                    if target.local:
-                        lease: list[LocalEndpoint] = []
-                        async with aclosing(self._hold_local(target, held, lease)) as statuses:
-                            async for status in statuses:
-                                yield status
-                        local = lease[0]
-                        fixed_endpoint = Endpoint(
-                            target.name, local.base_url.rstrip("/"), local=True
-                        )
-                        target = replace(target, model_id=local.model_id or target.model_id)
-                    request = ChatRequest(target.model_id, request_messages, params)
-                    # The attempts are inlined rather than a generator of their own: every
-                    # generator layer costs each streamed token another resume.
-                    attempt = 0
-                    while True:
-                        endpoint = fixed_endpoint or self.router.pick(target)
-                        health = self.router.health(endpoint.base_url)
-                        backend = self._backend(target.kind, endpoint, target.max_connections)
-                        failure = None
-                        health.in_flight += 1
-                        try:
-                            stream = (
-                                backend.stream_chat(request)
-                                if params.stream
-                                else _whole_reply(backend, request)
-                            )
-                            async with aclosing(stream):
-                                async for item in stream:
-                                    if isinstance(item, ChatDelta):
-                                        if not parts:
-                                            turn.first_at = time.monotonic()
-                                        parts.append(item.text)
-                                        yield item
-                                    else:
-                                        turn.end = item
-                        except ATTEMPT_FAILURES as exc:
-                            failure = classify(exc, endpoint)
-                        finally:
-                            health.in_flight -= 1
-                        if failure is None:
-                            health.succeeded()
-                            turn.ended_at = time.monotonic()
-                            turn.provider = "local" if target.local else endpoint.provider
-                            break
-                        health.failed(self.retry_policy)
-                        delay = self._retry_delay(failure, endpoint, attempt, turn)
-                        attempt += 1
-                        yield ChatStatus(
-                            f"{failure.error}; retrying in {delay:.1f} s "
-                            f"({attempt}/{self.retry_policy.retries})"
-                        )
-                        await asyncio.sleep(delay)
-            except (ProviderError, LocalServerError) as exc:
-                last = position == len(targets) - 1
-                if last or parts or isinstance(exc, _NO_FALLBACK):
-                    raise
-                yield ChatStatus(f"{exc}; trying {targets[position + 1].name}")
-                continue
-            yield ChatFinished(turn.text(), turn.stats(target.name), turn.finish_reason())
-            return
+        return self._streamer.stream(model, messages, params)
 
-    async def _plan(self, model: str) -> list[Target]:
+    async def plan(self, model: str) -> list[Target]:
+        """Where a request for `model` goes: its target, then its fallbacks (after discovery)."""
         try:
             return self.router.plan(model)
         except UnknownModelError:
@@ -314,121 +340,3 @@ class Engine:
                 raise
         await self.wait_discovered()  # the name may be a model discovery has yet to report
         return self.router.plan(model)
-
-    def _backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:
-        key = (kind, endpoint.provider, endpoint.base_url, endpoint.api_key)
-        backend = self._backends.get(key)
-        if backend is None:
-            client = self.pool.client(endpoint.base_url, max_connections)
-            backend = self._backends[key] = BACKENDS[kind](client, endpoint)
-        return backend
-
-    def _retry_delay(
-        self, failure: AttemptFailure, endpoint: Endpoint, attempt: int, turn: _Turn
-    ) -> float:
-        """Seconds to wait before trying again, or the error to raise when it must not be."""
-        policy = self.retry_policy
-        if turn.parts:
-            raise interrupted(failure, endpoint, turn.text())
-        retry_after = failure.retry_after
-        if retry_after is not None and retry_after > policy.max_retry_after:
-            raise RateLimitedError(
-                endpoint.provider,
-                f"rate limited; the server asks to wait {retry_after:.0f} s; "
-                "try again then, or give the model fallbacks in the config",
-                status=failure.error.status,
-            )
-        if not failure.retryable or attempt >= policy.retries:
-            raise failure.error
-        return policy.delay(attempt, retry_after)
-
-    async def _hold_local(
-        self, target: Target, held: contextlib.AsyncExitStack, lease: list[LocalEndpoint]
-    ) -> AsyncGenerator[ChatStatus, None]:
-        """Start (or join) the local server, forwarding its progress, and hold it in `held`."""
-        statuses: list[str] = []
-        wake = asyncio.Event()
-
-        def on_status(message: str) -> None:
-            statuses.append(message)
-            wake.set()
-
-        manager = self.servers.acquire(target.name, on_status=on_status)
-        entering = asyncio.ensure_future(manager.__aenter__())
-        try:
-            while not entering.done():
-                waiter = asyncio.ensure_future(wake.wait())
-                try:
-                    await asyncio.wait({entering, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                wake.clear()
-                while statuses:
-                    yield ChatStatus(statuses.pop(0))
-        except BaseException:
-            if not entering.done():
-                entering.cancel()
-                await asyncio.gather(entering, return_exceptions=True)
-            elif not entering.cancelled() and entering.exception() is None:
-                await manager.__aexit__(None, None, None)
-            raise
-        lease.append(entering.result())
-        held.push_async_exit(manager)
-        while statuses:
-            yield ChatStatus(statuses.pop(0))
-
-
-async def _whole_reply(
-    backend: Backend, request: ChatRequest
-) -> AsyncGenerator[ChatDelta | StreamEnd, None]:
-    """A non-streaming request, shaped like a stream of one delta."""
-    completion = await backend.complete(request)
-    if completion.text:
-        yield ChatDelta(completion.text)
-    yield completion.end
-
-
-@dataclass
-class _Turn:
-    """What one chat turn has produced so far, shared by its attempts."""
-
-    started_at: float
-    parts: list[str] = field(default_factory=list)
-    first_at: float = 0.0
-    ended_at: float = 0.0
-    end: StreamEnd | None = None
-    provider: str = ""
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def finish_reason(self) -> str:
-        return self.end.finish_reason if self.end is not None else "stop"
-
-    def stats(self, model: str) -> ChatStats:
-        end = self.end
-        ended = self.ended_at or time.monotonic()
-        completion = len(self.parts)
-        prompt = 0
-        rate = None
-        if end is not None:
-            completion = end.completion_tokens if end.completion_tokens is not None else completion
-            prompt = end.prompt_tokens or 0
-            rate = end.tokens_per_s
-        if rate is None:
-            generating = ended - self.first_at if self.first_at else 0.0
-            if completion > 1 and generating > 0.001:
-                rate = completion / generating
-            elif completion and ended > self.started_at:
-                rate = completion / (ended - self.started_at)
-            else:
-                rate = 0.0
-        return ChatStats(
-            model=model,
-            provider=self.provider,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            ttft_s=(self.first_at - self.started_at) if self.first_at else 0.0,
-            tokens_per_s=rate,
-            total_s=ended - self.started_at,
-        )

@@ -20,6 +20,10 @@ class UsageError(MuxtuiError):
     """A command-line argument or input file is wrong."""
 
 
+class SettingsError(UsageError, ValueError):
+    """A chat setting is out of its range; the message says the range."""
+
+
 class UnknownModelError(MuxtuiError):
     """A model name matches nothing in the config, discovery or `PROVIDER:ID` form."""
 
@@ -70,6 +74,10 @@ class StreamInterruptedError(ProviderError):
     def __init__(self, provider: str, message: str, partial_text: str) -> None:
         super().__init__(provider, message)
         self.partial_text = partial_text
+
+
+class TruncatedReplyError(StreamInterruptedError):
+    """The stream ended cleanly but without saying the reply was over: a cut-off reply."""
 
 
 class LocalServerError(MuxtuiError):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Literal
+
+from muxtui.engine.errors import SettingsError
 
 
 @dataclass(frozen=True)
@@ -14,13 +18,127 @@ class ChatMessage:
     content: str
 
 
+# Body fields the engine sets itself from the turn; `ChatParams.extra` may not carry them.
+ENGINE_BODY_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
+
+
 @dataclass(frozen=True)
 class ChatParams:
-    """Sampling settings for one chat turn; None means the server's default."""
+    """Generation settings for one request; None leaves a setting to the server's default.
+
+    Each named field is the OpenAI chat-completions field of the same name and goes on the
+    wire as given. `extra` carries any other body field (`logprobs`, `user`, `n`, a provider's
+    own) untouched, so a request body survives `from_body` and `body_fields` without loss.
+    Only the first choice of a reply is streamed back, and tool calls are sent, not read back.
+    """
 
     temperature: float | None = None
     max_tokens: int | None = None
     stream: bool = True
+    top_p: float | None = None
+    stop: str | tuple[str, ...] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: Mapping[str, object] | None = None
+    tools: tuple[Mapping[str, object], ...] | None = None
+    tool_choice: str | Mapping[str, object] | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clashing = sorted(set(self.extra) & (ENGINE_BODY_FIELDS | _NAMED_BODY_FIELDS))
+        if clashing:
+            raise ValueError(
+                f"ChatParams.extra may not carry {', '.join(clashing)}: "
+                "use the named field, or leave it to the engine"
+            )
+
+    def body_fields(self) -> dict[str, object]:
+        """The fields that are set, as OpenAI request body fields, then `extra`."""
+        fields: dict[str, object] = {}
+        for name in _NAMED_BODY_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = list(value) if isinstance(value, tuple) else value
+        fields.update(self.extra)
+        return fields
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, object]) -> ChatParams:
+        """The params of an OpenAI request body: named fields checked, the rest in `extra`.
+
+        `model`, `messages` and `stream_options` are left out (the turn supplies them);
+        `stream` defaults to false as in the API. Raises `ValueError` naming a mistyped field.
+        """
+        named: dict[str, Any] = {}
+        for name in _NAMED_BODY_FIELDS:
+            value = body.get(name)
+            if value is None:
+                continue
+            kinds, expected = _BODY_FIELD_TYPES[name]
+            wrong = not isinstance(value, kinds) or isinstance(value, bool)
+            if name == "stop" and isinstance(value, list | tuple):
+                wrong = not all(isinstance(item, str) for item in value)
+            if wrong:
+                raise ValueError(f"{name} must be {expected}, not {value!r}")
+            if isinstance(value, list):
+                value = tuple(value)
+            named[name] = value
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ValueError(f"stream must be true or false, not {stream!r}")
+        extra = {
+            key: value
+            for key, value in body.items()
+            if key not in ENGINE_BODY_FIELDS and key not in _NAMED_BODY_FIELDS
+        }
+        return cls(stream=stream, extra=extra, **named)
+
+
+# Each named body field: the JSON types it accepts, and how a message names them.
+_NUMBER = ((float, int), "a number")
+_BODY_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "temperature": _NUMBER,
+    "max_tokens": ((int,), "an integer"),
+    "top_p": _NUMBER,
+    "stop": ((str, list, tuple), "a string or a list of strings"),
+    "seed": ((int,), "an integer"),
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "response_format": ((dict,), "an object"),
+    "tools": ((list, tuple), "a list"),
+    "tool_choice": ((str, dict), "a string or an object"),
+}
+_NAMED_BODY_FIELDS = frozenset(_BODY_FIELD_TYPES)
+
+
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 2.0
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """A conversation's own settings, stored with it; invalid values raise `SettingsError`."""
+
+    system_prompt: str = ""
+    temperature: float | None = None  # 0 to 2; None = the server's default
+    max_tokens: int | None = None  # 1 or more; None = the server's limit
+
+    def __post_init__(self) -> None:
+        temperature = self.temperature
+        if temperature is not None and (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX
+        ):
+            raise SettingsError(
+                f"temperature must be between {TEMPERATURE_MIN:g} and {TEMPERATURE_MAX:g}, "
+                f"not {temperature!r}"
+            )
+        tokens = self.max_tokens
+        if tokens is not None and (
+            isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1
+        ):
+            raise SettingsError(f"max tokens must be a whole number, 1 or more, not {tokens!r}")
 
 
 @dataclass(frozen=True)
@@ -52,14 +170,62 @@ class ChatStats:
 
 @dataclass(frozen=True)
 class ChatFinished:
-    """The reply is complete; `text` is all of it."""
+    """The reply is complete; `text` is all of it (stored already when it comes from a turn)."""
 
     text: str
     stats: ChatStats
     finish_reason: str = "stop"
 
 
+@dataclass(frozen=True)
+class TurnStarted:
+    """The first event of `Engine.run_turn`: the prompt is stored, the request about to go."""
+
+    conversation_id: int | None  # None when the turn is not recorded
+    title: str
+    model: str
+    new_conversation: bool
+
+
 ChatEvent = ChatDelta | ChatStatus | ChatFinished
+TurnEvent = TurnStarted | ChatDelta | ChatStatus | ChatFinished
+
+# How a stored reply ended: whole; stopped by the person; failed with an error; or cut off
+# by the server (the stream ended without saying the reply was over).
+MessageStatus = Literal["complete", "stopped", "error", "truncated"]
+MESSAGE_STATUSES: tuple[MessageStatus, ...] = ("complete", "stopped", "error", "truncated")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation's summary."""
+
+    id: int
+    title: str
+    model: str
+    created_at: float
+    updated_at: float
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One stored message; a reply cut short keeps its partial text and says why."""
+
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    model: str = ""
+    status: MessageStatus = "complete"
+    error: str = ""
+    created_at: float = 0.0
+    stats: ChatStats | None = None
+    finish_reason: str = ""  # the server's, for a complete reply ("stop", "length" ...)
+
+    def as_chat(self) -> ChatMessage:
+        """The message as it is sent back to a model."""
+        return ChatMessage(self.role, self.content)
 
 
 class ServerState(StrEnum):

@@ -6,10 +6,6 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-# Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-import muxtui.engine.backends.base  # noqa: F401
-
-# isort: split
 import httpx
 
 from muxtui.engine.config import NetworkConfig

@@ -10,12 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-# Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-from muxtui.engine.backends.base import Endpoint, HTTPFailure, ProtocolFailure
-
-# isort: split
 import httpx
 
+from muxtui.engine.backends.base import Endpoint, HTTPFailure, ProtocolFailure, StreamTruncated
 from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
@@ -23,12 +20,14 @@ from muxtui.engine.errors import (
     RateLimitedError,
     ServerError,
     StreamInterruptedError,
+    TruncatedReplyError,
     UnreachableError,
 )
+from muxtui.engine.redact import redact
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # What one attempt at a request can fail with; anything else is a bug.
-ATTEMPT_FAILURES = (HTTPFailure, ProtocolFailure, httpx.HTTPError)
+ATTEMPT_FAILURES = (HTTPFailure, ProtocolFailure, StreamTruncated, httpx.HTTPError)
 _SNIPPET = 160
 
 
@@ -80,6 +79,7 @@ class AttemptFailure:
     retryable: bool
     retry_after: float | None = None
     cause: str = ""  # a short reason, for a stream that broke after text arrived
+    truncated: bool = False  # the stream ended cleanly but before the reply was over
 
 
 # A local server that stops answering has usually died; the manager restarts it on demand.
@@ -93,6 +93,14 @@ def classify(exc: BaseException, endpoint: Endpoint) -> AttemptFailure:
     """Turn an HTTP failure, a protocol mismatch or a transport error into a typed error."""
     if isinstance(exc, HTTPFailure):
         return _classify_status(exc, endpoint)
+    if isinstance(exc, StreamTruncated):
+        message = (
+            f"the reply from {endpoint.base_url} ended before the server said it was over; "
+            "try again"
+        )
+        cause = "the stream ended without a finish reason or [DONE]"
+        error: ProviderError = ServerError(endpoint.provider, message)
+        return AttemptFailure(error, retryable=True, cause=cause, truncated=True)
     if isinstance(exc, ProtocolFailure):
         sample = _sample(exc.sample, endpoint)
         got = f": got {sample}" if sample else ""
@@ -100,7 +108,7 @@ def classify(exc: BaseException, endpoint: Endpoint) -> AttemptFailure:
             f"the reply from {endpoint.base_url} is not {exc.what}{got}; "
             "check base_url and kind for this provider"
         )
-        error: ProviderError = ServerError(endpoint.provider, message)
+        error = ServerError(endpoint.provider, message)
         return AttemptFailure(
             error, retryable=False, cause=f"the server sent {sample or 'garbage'}"
         )
@@ -139,11 +147,50 @@ def classify(exc: BaseException, endpoint: Endpoint) -> AttemptFailure:
 def interrupted(failure: AttemptFailure, endpoint: Endpoint, partial_text: str) -> ProviderError:
     """The error for a stream that broke after text was delivered: never retried."""
     cause = failure.cause or str(failure.error).removeprefix(f"{endpoint.provider}: ")
+    what = "was cut off" if failure.truncated else "broke off"
     message = (
-        f"the reply broke off after {len(partial_text)} characters ({cause}); "
+        f"the reply {what} after {len(partial_text)} characters ({cause}); "
         "the partial reply was kept, ask again to retry"
     )
-    return StreamInterruptedError(endpoint.provider, message, partial_text)
+    kind = TruncatedReplyError if failure.truncated else StreamInterruptedError
+    return kind(endpoint.provider, message, partial_text)
+
+
+def retry_delay(
+    policy: RetryPolicy,
+    failure: AttemptFailure,
+    endpoint: Endpoint,
+    attempt: int,
+    partial_text: str,
+) -> float:
+    """Seconds to wait before attempt `attempt + 1`; raises the error when it must not be made."""
+    if partial_text:
+        raise interrupted(failure, endpoint, partial_text)
+    retry_after = failure.retry_after
+    if retry_after is not None and retry_after > policy.max_retry_after:
+        raise wait_too_long(failure, endpoint)
+    if not failure.retryable or attempt >= policy.retries:
+        raise failure.error
+    return policy.delay(attempt, retry_after)
+
+
+def wait_too_long(failure: AttemptFailure, endpoint: Endpoint) -> ProviderError:
+    """The error for a server whose Retry-After is beyond what muxtui waits for."""
+    status = failure.error.status
+    wait = f"{failure.retry_after or 0:.0f} s"
+    if status == 429:
+        return RateLimitedError(
+            endpoint.provider,
+            f"rate limited (429); the server asks to wait {wait}; try again then, "
+            "or give the model fallbacks in the config",
+            status=status,
+        )
+    return ServerError(
+        endpoint.provider,
+        f"unavailable or overloaded ({status}); retry after {wait}, "
+        "or give the model fallbacks in the config",
+        status=status,
+    )
 
 
 def _classify_status(exc: HTTPFailure, endpoint: Endpoint) -> AttemptFailure:
@@ -189,6 +236,11 @@ def _classify_status(exc: HTTPFailure, endpoint: Endpoint) -> AttemptFailure:
 
 def _auth_message(status: int, endpoint: Endpoint) -> str:
     name = endpoint.provider
+    if endpoint.local:  # muxtui started it: a key can only come from its own command line
+        return (
+            f"the local server asks for an API key ({status}); remove --api-key from the "
+            f"cmd in [local.{name}], muxtui talks to it over loopback only"
+        )
     if not endpoint.api_key:
         where = endpoint.api_key_env or f"api_key_env in [providers.{name}]"
         return f"the server wants an API key and none was sent ({status}); set {where}"
@@ -228,9 +280,7 @@ def _sample(body: bytes, endpoint: Endpoint) -> str:
 
 
 def _one_line(text: str, endpoint: Endpoint) -> str:
-    text = " ".join(text.split())
-    if endpoint.api_key:
-        text = text.replace(endpoint.api_key, "****")
+    text = redact(" ".join(text.split()), endpoint.secrets())
     return text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else "")
 
 

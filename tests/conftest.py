@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -94,3 +95,18 @@ def muxtui_env(**extra: str) -> dict[str, str]:
 
 
 MUXTUI = [sys.executable, "-m", "muxtui"]
+
+
+def permission_bits_enforced() -> list[str]:
+    """A command prefix under which file modes bind this process's children, even as root.
+
+    Root ignores file modes through CAP_DAC_OVERRIDE; the tests run as root in CI, so an
+    unreadable or unwritable path is reproduced by dropping that capability in the child.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): file modes cannot bind root")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]

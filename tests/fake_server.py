@@ -48,6 +48,8 @@ class Failure:
     drop_after_tokens: int | None = None  # stream this many tokens, then abort the socket
     body: bytes | None = None  # raw body override (status 200 unless status is set)
     content_type: str = "application/json"
+    end_after_tokens: int | None = None  # stream this many tokens, then end cleanly: no finish
+    echo_header: str | None = None  # the error body quotes this request header's value
 
 
 @dataclass
@@ -306,7 +308,7 @@ class FakeOpenAIServer:
         elif method == "GET" and (obj := self._get(path)) is not None:
             await self._send(w, 200, json.dumps(obj).encode(), close=not keep)
         elif method == "POST" and path in _CHAT_PATHS:
-            keep = await self._chat(req.json, r, w, keep, ollama=path == "/api/chat")
+            keep = await self._chat(req, r, w, keep, ollama=path == "/api/chat")
             self._chats_done += 1
             if self.crash_after_chats is not None and self._chats_done >= self.crash_after_chats:
                 print(f"fake server: crashing after {self._chats_done} chats", file=sys.stderr)
@@ -317,7 +319,10 @@ class FakeOpenAIServer:
         return keep
 
     # ----- chat ------------------------------------------------------------------------------
-    async def _chat(self, req: Any, r: Reader, w: Writer, keep: bool, ollama: bool) -> bool:
+    async def _chat(
+        self, recorded: RecordedRequest, r: Reader, w: Writer, keep: bool, ollama: bool
+    ) -> bool:
+        req = recorded.json
         self.chat_requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -333,7 +338,11 @@ class FakeOpenAIServer:
                 extra, ra = {}, fail.retry_after
                 if ra is not None:
                     extra["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
-                body = fail.body if fail.body is not None else _error_body(status or 500)
+                echoed = None
+                if fail.echo_header is not None:
+                    value = recorded.headers.get(fail.echo_header.lower(), "")
+                    echoed = f"header {fail.echo_header}: {value} is not accepted here"
+                body = fail.body if fail.body is not None else _error_body(status or 500, echoed)
                 await self._send(w, status or 200, body, fail.content_type, extra, not keep)
                 return keep
             if not isinstance(req, dict) or not isinstance(req.get("messages", []), list):
@@ -349,7 +358,7 @@ class FakeOpenAIServer:
             reply = _Reply(model, n, n < b.tokens, _prompt_tokens(req.get("messages")), b, ollama)
             drop = fail.drop_after_tokens
             if req.get("stream", ollama):
-                await self._stream(reply, drop, r, w, keep)
+                await self._stream(reply, drop, fail.end_after_tokens, r, w, keep)
             elif drop is None:
                 await self._send(w, 200, reply.whole(), close=not keep)
             else:  # the head promises the whole body; send half of it and abort
@@ -365,7 +374,7 @@ class FakeOpenAIServer:
             self.in_flight -= 1
 
     async def _stream(
-        self, rep: _Reply, drop: int | None, r: Reader, w: Writer, keep: bool
+        self, rep: _Reply, drop: int | None, end: int | None, r: Reader, w: Writer, keep: bool
     ) -> None:
         ctype = "application/x-ndjson" if rep.ollama else "text/event-stream"
         w.write(self._head(200, ctype, {"Cache-Control": "no-cache"}, not keep, -1))
@@ -373,12 +382,17 @@ class FakeOpenAIServer:
             await self._emit(r, w, _frame(rep.sse({"role": "assistant", "content": ""})))
         token = _frame(rep.token())
         rep.first_token_at = time.monotonic()
-        for i in range(rep.n if drop is None else min(drop, rep.n)):
+        cut = drop if drop is not None else end
+        for i in range(rep.n if cut is None else min(cut, rep.n)):
             if i and rep.b.token_gap > 0:
                 await asyncio.sleep(rep.b.token_gap)
             await self._emit(r, w, token)
         if drop is not None:
             await self._abort(w)
+            return
+        if end is not None:  # a well-formed body that just stops: no finish, no [DONE]
+            await self._emit(r, w, b"0\r\n\r\n")
+            self.requests_served += 1
             return
         await self._emit(r, w, _frame(rep.final()))
         await self._emit(r, w, (b"" if rep.ollama else _frame(b"data: [DONE]\n\n")) + b"0\r\n\r\n")

@@ -172,3 +172,34 @@ def test_the_turn_runs_in_process_too(
     config = fake_config(write_config, fake_server.base_url)
     assert main(["--config", str(config), "ask", "-m", "little", "hi"]) == 0
     assert capsys.readouterr().out == "tok tok tok tok tok \n"
+
+
+def test_continue_sends_the_most_recent_conversation_and_extends_it(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig, paths: Paths
+) -> None:
+    config = fake_config(write_config, fake_server.base_url)
+    assert ask(config, "-m", "little", "first question").returncode == 0
+    assert ask(config, "-m", "little", "another chat").returncode == 0
+    result = ask(config, "-m", "little", "--continue", "and then?")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert fake_server.requests[-1].json["messages"] == [  # type: ignore[index]
+        {"role": "user", "content": "another chat"},
+        {"role": "assistant", "content": "tok tok tok tok tok "},
+        {"role": "user", "content": "and then?"},
+    ]
+    with sqlite3.connect(paths.history_db) as db:
+        counts = db.execute(
+            "SELECT c.title, COUNT(m.id) FROM conversations c JOIN messages m "
+            "ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.id"
+        ).fetchall()
+    assert counts == [("first question", 2), ("another chat", 4)]
+
+
+def test_continue_with_no_conversation_yet_is_one_line(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig
+) -> None:
+    result = ask(fake_config(write_config, fake_server.base_url), "-m", "little", "-c", "hi")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("muxtui: ask: there is no conversation to continue")
+    assert fake_server.chat_requests == 0

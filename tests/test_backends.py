@@ -10,7 +10,7 @@ import pytest
 from muxtui.engine.backends.base import ChatRequest, Endpoint, LoadedModel, StreamEnd
 from muxtui.engine.backends.ollama import OllamaBackend, ollama_root
 from muxtui.engine.backends.openai import OpenAIBackend, SSEDecoder
-from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
+from muxtui.engine.events import ENGINE_BODY_FIELDS, ChatDelta, ChatMessage, ChatParams
 from tests.fake_server import Behaviour, FakeOpenAIServer
 
 REQUEST = ChatRequest("fake-model", (ChatMessage("user", "three little words"),))
@@ -181,3 +181,121 @@ async def test_a_gzip_encoded_event_stream_is_decoded() -> None:
         backend = OpenAIBackend(mock_client, Endpoint("zip", "http://zip.invalid/v1"))
         items = await collect(backend, REQUEST)
     assert items == [ChatDelta("zipped"), StreamEnd()]
+
+
+# --- every request parameter on the wire -----------------------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+FULL = ChatParams(
+    temperature=0.3,
+    max_tokens=4,
+    top_p=0.9,
+    stop=("END", "\n\n"),
+    seed=42,
+    presence_penalty=0.5,
+    frequency_penalty=-0.25,
+    response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}},
+    tools=(TOOL,),
+    tool_choice="auto",
+    extra={"logprobs": True, "user": "u-1", "provider": {"order": ["x"]}},
+)
+
+
+async def test_openai_puts_every_param_on_the_wire_exactly(
+    fake_server: FakeOpenAIServer, client: httpx.AsyncClient
+) -> None:
+    backend = OpenAIBackend(client, Endpoint("fake", fake_server.base_url))
+    await collect(backend, ChatRequest("fake-model", REQUEST.messages, FULL))
+    assert fake_server.requests[-1].json == {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "three little words"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.3,
+        "max_tokens": 4,
+        "top_p": 0.9,
+        "stop": ["END", "\n\n"],
+        "seed": 42,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "response_format": FULL.response_format,
+        "tools": [TOOL],
+        "tool_choice": "auto",
+        "logprobs": True,
+        "user": "u-1",
+        "provider": {"order": ["x"]},
+    }
+
+
+async def test_ollama_maps_every_param_to_its_own_fields(
+    fake_server: FakeOpenAIServer, client: httpx.AsyncClient
+) -> None:
+    backend = OllamaBackend(client, Endpoint("ollama", fake_server.root_url))
+    params = ChatParams(
+        temperature=FULL.temperature,
+        max_tokens=FULL.max_tokens,
+        top_p=FULL.top_p,
+        stop="END",
+        seed=FULL.seed,
+        presence_penalty=FULL.presence_penalty,
+        frequency_penalty=FULL.frequency_penalty,
+        response_format=FULL.response_format,
+        tools=FULL.tools,
+        extra={"keep_alive": "5m", "options": {"num_ctx": 2048}},
+    )
+    await collect(backend, ChatRequest("fake-model", REQUEST.messages, params))
+    sent = fake_server.requests[-1].json
+    assert sent is not None
+    assert sent["options"] == {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "seed": 42,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "num_predict": 4,
+        "stop": ["END"],
+        "num_ctx": 2048,
+    }
+    assert (sent["format"], sent["tools"], sent["keep_alive"]) == (SCHEMA, [TOOL], "5m")
+    json_mode = ChatParams(response_format={"type": "json_object"})
+    await collect(backend, ChatRequest("fake-model", REQUEST.messages, json_mode))
+    assert fake_server.requests[-1].json["format"] == "json"  # type: ignore[index]
+
+
+def test_a_request_body_survives_params_from_body_and_back() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": False},
+        **FULL.body_fields(),
+        "n": 2,
+        "max_completion_tokens": 9,
+    }
+    params = ChatParams.from_body(body)
+    assert params.stream is True
+    assert params.stop == ("END", "\n\n") and params.tools == (TOOL,)
+    expected = {k: v for k, v in body.items() if k not in ENGINE_BODY_FIELDS}
+    assert params.body_fields() == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"temperature": "hot"}, "temperature must be a number, not 'hot'"),
+        ({"max_tokens": 2.5}, "max_tokens must be an integer, not 2.5"),
+        ({"seed": True}, "seed must be an integer, not True"),
+        ({"stop": ["a", 1]}, "stop must be a string or a list of strings, not ['a', 1]"),
+        ({"stream": "yes"}, "stream must be true or false, not 'yes'"),
+    ],
+)
+def test_a_mistyped_body_field_is_named(body: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        ChatParams.from_body(body)
+    assert str(caught.value) == message
+
+
+def test_extra_may_not_shadow_a_named_or_engine_field() -> None:
+    with pytest.raises(ValueError, match="may not carry messages, temperature"):
+        ChatParams(extra={"temperature": 1, "messages": []})

@@ -11,9 +11,13 @@ from tests.conftest import REPO_ROOT, muxtui_env
 UI_PACKAGES = {"textual", "rich", "muxtui.tui"}
 
 
+# Modules actually loaded: a None entry in sys.modules marks a module as not importable.
+_LOADED = "sorted(n for n, m in sys.modules.items() if m is not None)"
+
+
 def _imported_modules(code: str) -> set[str]:
     result = subprocess.run(
-        [sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        [sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps({_LOADED}))"],
         capture_output=True,
         text=True,
         env=muxtui_env(),
@@ -70,3 +74,11 @@ def test_version_command_prints_version() -> None:
 
     assert result.returncode == 0
     assert result.stdout.strip() == f"muxtui {__version__}"
+
+
+def test_no_engine_module_depends_on_which_one_imports_httpx_first() -> None:
+    # Each of these imports httpx itself; whichever is imported first, no UI library follows.
+    for module in ("pool", "retry", "router", "core"):
+        imported = _packages(_imported_modules(f"import muxtui.engine.{module}"))
+        assert "httpx" in imported, module
+        assert not imported & UI_PACKAGES, (module, imported & UI_PACKAGES)

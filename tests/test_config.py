@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -12,16 +13,11 @@ from pathlib import Path
 import pytest
 
 from muxtui.engine.config import (
-    CacheConfig,
     Config,
-    LocalModelConfig,
-    ModelConfig,
     ProviderConfig,
-    UIConfig,
-    field_docs,
     load_config,
     masked,
-    save_config,
+    update_config_file,
 )
 from muxtui.engine.errors import ConfigError
 from tests.conftest import MUXTUI, muxtui_env
@@ -53,23 +49,6 @@ memory_budget_gb = 20
 """
 
 
-def _sample_config() -> Config:
-    return Config(
-        providers={
-            "openrouter": ProviderConfig(
-                base_url="https://openrouter.ai/api/v1", api_key_env="OPENROUTER_API_KEY"
-            ),
-            "box": ProviderConfig(
-                kind="ollama", base_url=["http://127.0.0.1:1/", "http://127.0.0.1:2"]
-            ),
-        },
-        models={"m": ModelConfig(provider="box", id="m-id", fallbacks=["openrouter:x/y"])},
-        local={"q": LocalModelConfig(path="/m/q.gguf", ttl=0, pin=True, env={"A": "1"})},
-        cache=CacheConfig(max_models=3, memory_budget_gb=12.5),
-        ui=UIConfig(theme="muxtui-light", keys={"stop": "ctrl+c"}),
-    )
-
-
 def test_design_example_loads(write_config: Callable[[str], Path]) -> None:
     config = load_config(write_config(DESIGN_EXAMPLE))
     assert config.providers["gpu-box"].urls == [
@@ -89,36 +68,30 @@ def test_missing_default_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(tmp_path / "absent.toml") == Config()
 
 
-def test_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "config.toml"
-    original = _sample_config()
-    save_config(original, path)
-    assert load_config(path) == original
-
-
 def test_saved_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     old_umask = os.umask(0o022)
     try:
-        save_config(_sample_config(), path)
+        update_config_file(path, "ui", {"theme": "muxtui-light"})
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_config(path).ui.theme == "muxtui-light"
 
 
 def test_crash_between_write_and_rename_keeps_old_file(tmp_path: Path) -> None:
     """A real process is killed after writing the temp file and before the rename."""
     path = tmp_path / "config.toml"
-    save_config(Config(ui=UIConfig(theme="old-theme")), path)
+    update_config_file(path, "ui", {"theme": "old-theme"})
     before = path.read_bytes()
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "import engine.config as c\n"
+        "import muxtui.engine.config as c\n"
         "def crash(src, dst):\n"
         "    os._exit(9)\n"  # dies exactly between the fsync'd write and the rename
         "c.os.replace = crash\n"
-        "c.save_config(c.Config(ui=c.UIConfig(theme='new-theme')), Path(sys.argv[1]))\n"
+        "c.update_config_file(Path(sys.argv[1]), 'ui', {'theme': 'new-theme'})\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(path)], env=muxtui_env(), check=False
@@ -154,8 +127,8 @@ def test_every_field_has_a_doc() -> None:
         config_module.UIConfig,
         config_module.Config,
     ):
-        docs = field_docs(cls)
-        assert docs and all(docs.values()), cls
+        docs = [f.metadata.get("doc") for f in dataclasses.fields(cls)]
+        assert docs and all(docs), cls
 
 
 # --- bad input: one line, exit 2, no traceback, file untouched --------------------------------
@@ -316,5 +289,60 @@ def test_ui_update_refuses_to_clobber_a_broken_file(write_config: Callable[[str]
 
 def test_new_config_dir_is_private(tmp_path: Path) -> None:
     path = tmp_path / "fresh" / "config.toml"
-    save_config(Config(), path)
+    update_config_file(path, "ui", {"theme": "muxtui-dark"})
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+# --- unreadable files: what went wrong and what to do ------------------------------------------
+
+
+def test_a_config_that_is_not_utf8_names_the_fix(write_config: Callable[[str], Path]) -> None:
+    path = write_config("")
+    path.write_bytes(b'[ui]\ntheme = "caf\xe9"\n')
+    _assert_one_line_error(
+        _run_config(path),
+        f"config error: {path}: not UTF-8 text (byte 0xe9 at offset 17); save it as UTF-8",
+    )
+
+
+def test_a_config_path_that_is_a_folder_names_the_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "config.toml"
+    folder.mkdir()
+    _assert_one_line_error(
+        _run_config(folder),
+        f"config error: {folder} is a folder, not a file; point --config or MUXTUI_CONFIG "
+        "at a config.toml file",
+    )
+
+
+def test_a_config_below_a_file_names_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("")
+    path = blocker / "config.toml"
+    _assert_one_line_error(
+        _run_config(path),
+        f"config error: {path}: cannot read it (Not a directory); point --config or "
+        "MUXTUI_CONFIG at a readable config.toml file",
+    )
+
+
+def test_an_unreadable_config_names_the_fix(write_config: Callable[[str], Path]) -> None:
+    from tests.conftest import permission_bits_enforced
+
+    path = write_config("[cache]\nmax_models = 1\n")
+    path.chmod(0o000)
+    try:
+        result = subprocess.run(
+            [*permission_bits_enforced(), *MUXTUI, "--config", str(path), "config"],
+            capture_output=True,
+            text=True,
+            env=muxtui_env(),
+            check=False,
+        )
+    finally:
+        path.chmod(0o600)
+    _assert_one_line_error(
+        result,
+        f"config error: {path}: permission denied; make it readable (chmod u+r {path}) "
+        "or point --config or MUXTUI_CONFIG at another file",
+    )

@@ -239,3 +239,16 @@ async def test_a_local_server_that_cannot_start_is_a_local_server_error(paths: P
     async with Engine(config, paths, discover=False) as engine:
         with pytest.raises(LocalServerError, match="broken"):
             await run_turn(engine, "broken")
+
+
+async def test_a_401_from_a_local_server_points_at_its_cmd_not_at_providers(paths: Paths) -> None:
+    from muxtui.engine.errors import AuthError
+
+    with FakeOpenAIServer(api_key="set-by-the-cmd") as server:
+        async with Engine(Config(), paths, discover=False) as engine:
+            engine.servers = StubServers(server)  # type: ignore[assignment]
+            with pytest.raises(AuthError) as caught:
+                await run_turn(engine, "little")
+    message = str(caught.value)
+    assert "--api-key" in message and "[local.little]" in message
+    assert "api_key_env" not in message and "[providers" not in message

@@ -235,6 +235,29 @@ def test_drop_mid_stream(server: FakeOpenAIServer) -> None:
     assert server.connections_accepted == 2
 
 
+def test_end_early_closes_the_stream_cleanly_without_a_finish(server: FakeOpenAIServer) -> None:
+    server.fail_next(Failure(end_after_tokens=2))
+    with httpx.Client() as client:
+        r = client.post(f"{server.base_url}/chat/completions", json=chat(stream=True))
+        payloads = sse_payloads(r.text.splitlines())
+        assert r.status_code == 200
+        assert content_deltas(payloads) == ["tok "] * 2
+        assert "[DONE]" not in payloads
+        assert all(json.loads(p)["choices"][0]["finish_reason"] is None for p in payloads)
+        # the body ended well-formed, so the connection stays usable
+        assert client.post(f"{server.base_url}/chat/completions", json=chat()).status_code == 200
+    assert server.connections_accepted == 1
+
+
+def test_an_error_body_can_echo_a_request_header(server: FakeOpenAIServer) -> None:
+    server.fail_next(Failure(status=400, echo_header="X-Api-Key"))
+    r = httpx.post(
+        f"{server.base_url}/chat/completions", json=chat(), headers={"X-Api-Key": "k-123"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "header X-Api-Key: k-123 is not accepted here"
+
+
 def test_drop_non_streamed(server: FakeOpenAIServer) -> None:
     server.fail_next(Failure(drop_after_tokens=0))
     with pytest.raises(httpx.RemoteProtocolError):

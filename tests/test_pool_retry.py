@@ -164,6 +164,19 @@ async def test_a_retry_after_beyond_the_limit_fails_at_once(
     assert fake_server.chat_requests == 1
 
 
+async def test_a_503_asking_to_wait_long_is_called_unavailable_not_rate_limited(
+    fake_server: FakeOpenAIServer, engine_for: Callable[..., Engine]
+) -> None:
+    engine = engine_for(make_config(fake_server.base_url))
+    fake_server.fail_next(Failure(status=503, retry_after=120))
+    with pytest.raises(ServerError) as caught:
+        await reply(engine)
+    message = str(caught.value)
+    assert message.startswith("fake: unavailable or overloaded (503); retry after 120 s")
+    assert "rate limited" not in message
+    assert fake_server.chat_requests == 1
+
+
 @pytest.mark.parametrize("status", [400, 404, 422])
 async def test_bad_requests_are_not_retried(
     fake_server: FakeOpenAIServer, engine_for: Callable[..., Engine], status: int

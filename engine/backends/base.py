@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
+from muxtui.engine.redact import header_secrets
 
 if TYPE_CHECKING:
     import httpx
-
-
-# httpx imports its own command line (rich, click, pygments) whenever they are installed: that
-# triples its import time and pulls a UI library into the engine, which never uses it. Engine
-# modules import this one before httpx, so httpx falls back to its stub `main`.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -30,6 +24,10 @@ class Endpoint:
     api_key_env: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     local: bool = False  # a server muxtui started: its failures point at its log, not the config
+
+    def secrets(self) -> list[str]:
+        """The values this endpoint sends that must never be shown: its key, secret headers."""
+        return [self.api_key, *header_secrets(self.headers)]
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,10 @@ class HTTPFailure(Exception):
         self.content_type = ctype
 
 
+class StreamTruncated(Exception):
+    """The stream ended cleanly, but before the server said the reply was over."""
+
+
 class ProtocolFailure(Exception):
     """The server answered, but not in the protocol it should speak."""
 
@@ -94,7 +96,6 @@ class Backend(ABC):
 
     kind: ClassVar[str]
     lists_loaded_models: ClassVar[bool] = False  # `loaded_models()` says something useful
-    reports_server_timings: ClassVar[bool] = False  # may fill `StreamEnd.tokens_per_s`
 
     def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         self.client = client

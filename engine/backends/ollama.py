@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from muxtui.engine.backends.base import (
@@ -15,6 +15,7 @@ from muxtui.engine.backends.base import (
     LoadedModel,
     ProtocolFailure,
     StreamEnd,
+    StreamTruncated,
     error_from_response,
 )
 from muxtui.engine.events import ChatDelta
@@ -39,7 +40,6 @@ class OllamaBackend(Backend):
 
     kind: ClassVar[str] = "ollama"
     lists_loaded_models: ClassVar[bool] = True
-    reports_server_timings: ClassVar[bool] = True
 
     def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         super().__init__(client, endpoint)
@@ -51,18 +51,38 @@ class OllamaBackend(Backend):
         self._headers = headers
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if request.params.temperature is not None:
-            options["temperature"] = request.params.temperature
-        if request.params.max_tokens is not None:
-            options["num_predict"] = request.params.max_tokens
+        params = request.params
+        stop = [params.stop] if isinstance(params.stop, str) else params.stop
+        options: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("temperature", params.temperature),
+                ("top_p", params.top_p),
+                ("seed", params.seed),
+                ("presence_penalty", params.presence_penalty),
+                ("frequency_penalty", params.frequency_penalty),
+                ("num_predict", params.max_tokens),
+                ("stop", list(stop) if stop is not None else None),
+            )
+            if value is not None
+        }
         body: dict[str, Any] = {
             "model": request.model_id,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": stream,
         }
+        if params.response_format is not None and params.response_format.get("type") != "text":
+            body["format"] = _ollama_format(params.response_format)
+        if params.tools is not None:
+            body["tools"] = list(params.tools)
+        # Ollama has no tool_choice: its models decide for themselves whether to call a tool.
+        extra = dict(params.extra)
+        extra_options = extra.pop("options", None)
+        if isinstance(extra_options, dict):
+            options.update(extra_options)
         if options:
             body["options"] = options
+        body.update(extra)
         return body
 
     async def stream_chat(
@@ -96,7 +116,7 @@ class OllamaBackend(Backend):
                     yield ChatDelta(text)
                 end = last or end
             if end is None:
-                raise ProtocolFailure("an Ollama stream ending with done=true", tail[:200])
+                raise StreamTruncated
             yield end
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -145,6 +165,14 @@ class OllamaBackend(Backend):
             return response.json()
         except ValueError:
             raise ProtocolFailure("JSON from Ollama", response.content[:200]) from None
+
+
+def _ollama_format(response_format: Mapping[str, object]) -> object:
+    """OpenAI's JSON `response_format` as Ollama's `format`: "json", or the schema itself."""
+    schema = response_format.get("json_schema")
+    if response_format.get("type") == "json_schema" and isinstance(schema, Mapping):
+        return schema.get("schema", {})
+    return "json"
 
 
 def _absorb(line: bytes) -> tuple[str, StreamEnd | None]:

@@ -14,6 +14,7 @@ from muxtui.engine.backends.base import (
     HTTPFailure,
     ProtocolFailure,
     StreamEnd,
+    StreamTruncated,
     error_from_response,
     text_content,
 )
@@ -82,7 +83,6 @@ class OpenAIBackend(Backend):
     """`POST /chat/completions` with SSE streaming and usage in the final chunk."""
 
     kind: ClassVar[str] = "openai"
-    reports_server_timings: ClassVar[bool] = True  # llama-server's `timings`
 
     def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         super().__init__(client, endpoint)
@@ -104,10 +104,7 @@ class OpenAIBackend(Backend):
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
-        if request.params.temperature is not None:
-            body["temperature"] = request.params.temperature
-        if request.params.max_tokens is not None:
-            body["max_tokens"] = request.params.max_tokens
+        body.update(request.params.body_fields())
         return body
 
     async def stream_chat(
@@ -143,6 +140,8 @@ class OpenAIBackend(Backend):
                 delta = end.absorb(data)
                 if delta:
                     yield ChatDelta(delta)
+            if not (end.done or end.finished):
+                raise StreamTruncated
             yield end.result()
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -172,10 +171,18 @@ class OpenAIBackend(Backend):
 class _EndState:
     """Reads each SSE payload, returns its text and remembers usage and finish reason."""
 
-    __slots__ = ("completion_tokens", "done", "finish_reason", "prompt_tokens", "tokens_per_s")
+    __slots__ = (
+        "completion_tokens",
+        "done",
+        "finish_reason",
+        "finished",
+        "prompt_tokens",
+        "tokens_per_s",
+    )
 
     def __init__(self) -> None:
-        self.done = False
+        self.done = False  # [DONE] arrived
+        self.finished = False  # a finish_reason arrived
         self.finish_reason = "stop"
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
@@ -199,6 +206,7 @@ class _EndState:
                 text = delta.get("content")
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+                self.finished = True
         if "usage" in chunk or "timings" in chunk or "error" in chunk:
             self._extras(chunk)
         return text if isinstance(text, str) else None

@@ -7,9 +7,11 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from muxtui.cli import Context
     from muxtui.engine.core import Engine
-    from muxtui.engine.events import ChatParams, ChatStats
+    from muxtui.engine.events import ChatParams, ChatStats, TurnEvent
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="M",
         help="a [models] or [local] name, or PROVIDER:MODEL_ID (default: the last used model, "
         "else the first available; see `muxtui models`)",
+    )
+    parser.add_argument(
+        "-c",
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="continue the most recent conversation instead of starting one",
     )
     parser.add_argument(
         "--no-stream", action="store_true", help="wait for the whole reply, then print it"
@@ -51,24 +60,36 @@ def run(args: argparse.Namespace, context: Context) -> int:
     from muxtui.engine.errors import UsageError
     from muxtui.engine.events import ChatParams
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.prompt == "-":
+        # Bytes that are not UTF-8 become U+FFFD rather than a decoding error.
+        prompt = sys.stdin.buffer.read().decode("utf-8", "replace")
+    else:
+        prompt = args.prompt
     if not prompt.strip():
         source = "stdin was empty" if args.prompt == "-" else "the prompt is empty"
         raise UsageError(f"ask: {source}; give the text to send, or - to read it from stdin")
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError(f"ask: --max-tokens must be 1 or more, not {args.max_tokens}")
     params = ChatParams(max_tokens=args.max_tokens, stream=not args.no_stream)
-    return asyncio.run(_ask(context, prompt, args.model, params, args.verbose))
+    return asyncio.run(_ask(context, prompt, args, params))
 
 
-async def _ask(
-    context: Context, prompt: str, model: str | None, params: ChatParams, verbose: bool
-) -> int:
+async def _ask(context: Context, prompt: str, args: argparse.Namespace, params: ChatParams) -> int:
     from muxtui.engine.core import Engine
+    from muxtui.engine.errors import UsageError
 
     async with Engine(context.config, context.paths) as engine:
-        chosen = model or await _default_model(engine)
-        return await _turn(engine, chosen, prompt, params, verbose, sys.stdout, sys.stderr)
+        conversation_id = None
+        if args.continue_:
+            latest = await engine.list_conversations(limit=1)
+            if not latest:
+                raise UsageError(
+                    "ask: there is no conversation to continue; ask without -c to start one"
+                )
+            conversation_id = latest[0].id
+        model = args.model or await _default_model(engine)
+        turn = engine.run_turn(model, prompt, conversation_id=conversation_id, params=params)
+        return await _print_turn(turn, args.verbose, sys.stdout, sys.stderr)
 
 
 async def _default_model(engine: Engine) -> str:
@@ -86,30 +107,17 @@ async def _default_model(engine: Engine) -> str:
     return name
 
 
-async def _turn(
-    engine: Engine,
-    model: str,
-    prompt: str,
-    params: ChatParams,
-    verbose: bool,
-    out: TextIO,
-    err: TextIO,
+async def _print_turn(
+    turn: AsyncGenerator[TurnEvent, None], verbose: bool, out: TextIO, err: TextIO
 ) -> int:
-    import asyncio
+    """Write the reply to `out` as it streams, progress and stats to `err` with `verbose`."""
+    from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus
 
-    from muxtui.engine.errors import MuxtuiError, StreamInterruptedError
-    from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
-    from muxtui.engine.history import conversation_title
-
-    await engine.check_model(model)  # an unknown name leaves nothing in the history
-    history = engine.history
-    conversation = await history.new_conversation(title=conversation_title(prompt), model=model)
-    await history.add_message(conversation.id, "user", prompt)
-    parts: list[str] = []
+    printed = False
     try:
-        async for event in engine.chat(model, [ChatMessage("user", prompt)], params):
+        async for event in turn:
             if isinstance(event, ChatDelta):
-                parts.append(event.text)
+                printed = True
                 out.write(event.text)
                 out.flush()
             elif isinstance(event, ChatStatus):
@@ -119,26 +127,12 @@ async def _turn(
                 if not event.text.endswith("\n"):
                     out.write("\n")
                     out.flush()
-                await history.add_message(
-                    conversation.id, "assistant", event.text, model=model, stats=event.stats
-                )
                 if verbose:
                     print(_stats_line(event.stats, event.finish_reason), file=err, flush=True)
-    except MuxtuiError as exc:
-        if parts:
+    except BaseException:
+        if printed:  # the error line starts on a line of its own
             out.write("\n")
             out.flush()
-        partial = exc.partial_text if isinstance(exc, StreamInterruptedError) else "".join(parts)
-        await history.add_message(
-            conversation.id, "assistant", partial, model=model, status="error", error=str(exc)
-        )
-        raise
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        await asyncio.shield(
-            history.add_message(
-                conversation.id, "assistant", "".join(parts), model=model, status="stopped"
-            )
-        )
         raise
     return 0
 

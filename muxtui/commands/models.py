@@ -47,7 +47,7 @@ async def _collect(context: Context) -> list[ModelEntry]:
     from muxtui.engine.core import Engine
 
     async with Engine(context.config, context.paths) as engine:
-        await engine.servers.refresh()  # local discovery: GGUF files, the bundled model
+        await engine.rescan()  # local discovery: GGUF files, the bundled model
         await engine.wait_discovered(timeout=DISCOVERY_WAIT_S)
         return engine.list_models()
 

@@ -1,0 +1,141 @@
+"""One streamed reply: routing, fallbacks, retries, a local server's lease, and its stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from muxtui.engine.backends.base import Backend, ChatRequest, Endpoint
+from muxtui.engine.backends.ollama import OllamaBackend
+from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.errors import (
+    AuthError,
+    BadRequestError,
+    LocalServerError,
+    MuxtuiError,
+    ProviderError,
+    StreamInterruptedError,
+)
+from muxtui.engine.events import (
+    ChatDelta,
+    ChatEvent,
+    ChatFinished,
+    ChatMessage,
+    ChatParams,
+    ChatStatus,
+)
+from muxtui.engine.redact import redact, redact_error
+from muxtui.engine.reply import ReplyMeter, hold_local, whole_reply
+from muxtui.engine.retry import ATTEMPT_FAILURES, classify, retry_delay
+
+if TYPE_CHECKING:
+    from muxtui.engine.core import Engine
+    from muxtui.engine.local.manager import LocalEndpoint
+
+BACKENDS: dict[str, type[Backend]] = {"openai": OpenAIBackend, "ollama": OllamaBackend}
+
+# Errors the person must fix; trying a fallback model would only hide them.
+_NO_FALLBACK = (AuthError, BadRequestError, StreamInterruptedError)
+
+
+class ChatStreamer:
+    """Streams replies for one engine, with one backend per endpoint over its pooled client."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._backends: dict[tuple[str, str, str, str], Backend] = {}
+
+    async def stream(
+        self, model: str, messages: Sequence[ChatMessage], params: ChatParams
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """The events of one reply, as `Engine.chat` describes them."""
+        engine = self.engine
+        await engine.start()
+        meter = ReplyMeter(time.monotonic())
+        parts = meter.parts
+        try:
+            targets = await engine.plan(model)
+            request_messages = tuple(messages)
+            for position, target in enumerate(targets):
+                try:
+                    async with contextlib.AsyncExitStack() as held:
+                        fixed_endpoint = None
+                        if target.local:
+                            lease: list[LocalEndpoint] = []
+                            statuses = hold_local(engine.servers, target.name, held, lease)
+                            async with aclosing(statuses):
+                                async for status in statuses:
+                                    yield ChatStatus(redact(status.message, engine.secrets()))
+                            local = lease[0]
+                            fixed_endpoint = Endpoint(
+                                target.name, local.base_url.rstrip("/"), local=True
+                            )
+                            target = replace(target, model_id=local.model_id or target.model_id)
+                        request = ChatRequest(target.model_id, request_messages, params)
+                        # The attempts are inlined rather than a generator of their own: every
+                        # generator layer costs each streamed token another resume.
+                        attempt = 0
+                        while True:
+                            endpoint = fixed_endpoint or engine.router.pick(target)
+                            health = engine.router.health(endpoint.base_url)
+                            backend = self._backend(target.kind, endpoint, target.max_connections)
+                            failure = None
+                            health.in_flight += 1
+                            try:
+                                stream = (
+                                    backend.stream_chat(request)
+                                    if params.stream
+                                    else whole_reply(backend, request)
+                                )
+                                async with aclosing(stream):
+                                    async for item in stream:
+                                        if isinstance(item, ChatDelta):
+                                            if not parts:
+                                                meter.first_at = time.monotonic()
+                                            parts.append(item.text)
+                                            yield item
+                                        else:
+                                            meter.end = item
+                            except ATTEMPT_FAILURES as exc:
+                                failure = classify(exc, endpoint)
+                            finally:
+                                health.in_flight -= 1
+                            if failure is None:
+                                health.succeeded()
+                                meter.ended_at = time.monotonic()
+                                meter.provider = "local" if target.local else endpoint.provider
+                                break
+                            health.failed(engine.retry_policy)
+                            policy = engine.retry_policy
+                            delay = retry_delay(policy, failure, endpoint, attempt, meter.text())
+                            attempt += 1
+                            message = (
+                                f"{failure.error}; retrying in {delay:.1f} s "
+                                f"({attempt}/{policy.retries})"
+                            )
+                            yield ChatStatus(redact(message, engine.secrets()))
+                            await asyncio.sleep(delay)
+                except (ProviderError, LocalServerError) as exc:
+                    last = position == len(targets) - 1
+                    if last or parts or isinstance(exc, _NO_FALLBACK):
+                        raise
+                    message = f"{exc}; trying {targets[position + 1].name}"
+                    yield ChatStatus(redact(message, engine.secrets()))
+                    continue
+                yield ChatFinished(meter.text(), meter.stats(target.name), meter.finish_reason())
+                return
+        except MuxtuiError as exc:
+            raise redact_error(exc, engine.secrets()) from exc.__cause__
+
+    def _backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:
+        key = (kind, endpoint.provider, endpoint.base_url, endpoint.api_key)
+        backend = self._backends.get(key)
+        if backend is None:
+            client = self.engine.pool.client(endpoint.base_url, max_connections)
+            backend = self._backends[key] = BACKENDS[kind](client, endpoint)
+        return backend
