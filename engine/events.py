@@ -114,3 +114,4 @@ class ModelEntry:
     misses: int = 0
     pinned: bool = False
     detail: str = ""  # last error, log tail, or expiry for Ollama's loaded models
+    incompatible: str | None = None  # why its runtime cannot run on this machine (never default)

@@ -1,0 +1,1 @@
+"""Local model servers that muxtui starts and keeps warm."""
