@@ -31,7 +31,7 @@ from muxtui.engine.config import Config
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
 from muxtui.engine.http_probe import http_get
-from muxtui.engine.local.runtime import check_cpu
+from muxtui.engine.local.runtime import prepare_launch
 from muxtui.engine.local_models import (
     LOOPBACK,
     LaunchPlan,
@@ -405,7 +405,9 @@ class ServerManager:
             if server.spec.bundled_model:
                 await self._prepare_bundled(server)
             plan = await asyncio.to_thread(plan_launch, server.spec, tools)
-            await asyncio.to_thread(check_cpu, name, plan.argv, tools.bundled_llama_server)
+            await asyncio.to_thread(
+                prepare_launch, name, plan.argv, plan.env, tools.bundled_llama_server
+            )
             await self._make_room(server)
             self._check_abort(server)
             port = self._free_port(name)

@@ -13,6 +13,7 @@ from muxtui.engine.local.runtime import (
     cpu_flags,
     fit_template_flags,
     missing_cpu_flags,
+    prepare_launch,
 )
 from muxtui.engine.local_models import BUNDLED_GEMMA_CMD
 
@@ -78,3 +79,16 @@ def test_a_current_llama_server_keeps_no_jinja(tmp_path: Path) -> None:
     assert fit_template_flags(BUNDLED_GEMMA_CMD, current, current) == BUNDLED_GEMMA_CMD
     missing = str(tmp_path / "gone" / "llama-server")
     assert fit_template_flags(BUNDLED_GEMMA_CMD, missing, "") == BUNDLED_GEMMA_CMD
+
+
+def test_the_bundled_runtime_waits_passively_unless_told_otherwise() -> None:
+    bundled = "/site-packages/skulk/bin/llama-server"
+    env: dict[str, str] = {"PATH": "/usr/bin"}
+    prepare_launch("m", [bundled, "-m", "x.gguf"], env, bundled)
+    assert env == {"PATH": "/usr/bin", "OMP_WAIT_POLICY": "passive"}
+    chosen = {"OMP_WAIT_POLICY": "active"}
+    prepare_launch("m", [bundled], chosen, bundled)
+    assert chosen == {"OMP_WAIT_POLICY": "active"}
+    their_own: dict[str, str] = {}
+    prepare_launch("m", ["/opt/llama/llama-server"], their_own, bundled)
+    assert their_own == {}

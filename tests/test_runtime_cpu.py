@@ -73,7 +73,9 @@ async def test_the_bundled_runtime_answers_natively(
     finished = await ask(engine, "gemma", "Hi")
     (entry,) = [e for e in engine.list_models() if e.name == "gemma"]
     assert entry.pid is not None
-    assert Path(psutil.Process(entry.pid).exe()).name == "llama-server"
+    server = psutil.Process(entry.pid)
+    assert Path(server.exe()).name == "llama-server"
+    assert server.environ().get("OMP_WAIT_POLICY") == "passive"
     assert finished.stats.completion_tokens >= 1 and finished.text.strip()
     assert finished.stats.prompt_tokens > 3  # the conversation, formatted, reached the model
 
