@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--model",
         "-m",
         metavar="M",
-        help="a [models] or [local] name, or PROVIDER:MODEL_ID (default: the last used model, "
-        "else the first available; see `muxtui models`)",
+        help="a [models] or [local] name, or PROVIDER:MODEL_ID (default: the last used model if "
+        "it works, else a warm local one, else one that answers, else the bundled one; -v says "
+        "which)",
     )
     parser.add_argument(
         "--no-stream", action="store_true", help="wait for the whole reply, then print it"
@@ -67,23 +68,22 @@ async def _ask(
     from muxtui.engine.core import Engine
 
     async with Engine(context.config, context.paths) as engine:
-        chosen = model or await _default_model(engine)
+        chosen = model or await _default_model(engine, verbose)
         return await _turn(engine, chosen, prompt, params, verbose, sys.stdout, sys.stderr)
 
 
-async def _default_model(engine: Engine) -> str:
+async def _default_model(engine: Engine, verbose: bool) -> str:
     from muxtui.engine.errors import UsageError
 
-    name = engine.default_model()
-    if name is None:
-        await engine.wait_discovered()  # nothing configured: what did discovery find?
-        name = engine.default_model()
-    if name is None:
+    choice = await engine.default_model()
+    if choice is None:
         raise UsageError(
-            "ask: no model is configured or discovered; add a provider to the config "
+            "ask: no model is configured or discovered that works; add a provider to the config "
             "(`muxtui config --path`), set OPENROUTER_API_KEY, or install muxtui[local]"
         )
-    return name
+    if verbose:
+        print(f"muxtui: model {choice.name}: {choice.reason}", file=sys.stderr, flush=True)
+    return choice.name
 
 
 async def _turn(
