@@ -99,8 +99,9 @@ class NetworkConfig:
     retries: int = _doc("Attempts after the first for connect errors, 429 and 5xx.", 3)
     http2: bool = _doc("Use HTTP/2 where the server offers it.", True)
     discovery: bool = _doc(
-        "Also find what the config does not name (Ollama on :11434, a server on :8080, "
-        "OPENROUTER_API_KEY/OPENAI_API_KEY), configured providers or not; false = only the config.",
+        "Also find servers the config does not name (Ollama on :11434, a server on :8080, "
+        "OPENROUTER_API_KEY/OPENAI_API_KEY), providers configured or not; false = config and "
+        "model folders only.",
         True,
     )
     discovery_interval: float = _doc(

@@ -336,9 +336,12 @@ class Engine:
             return self.router.plan(model)
         except UnknownModelError:
             task = self._discovery_task
-            if task is None or task.done():
+            unscanned = self.servers.discovery is None
+            if (task is None or task.done()) and not unscanned:
                 raise
         await self.wait_discovered()  # the name may be a model discovery has yet to report
+        if self.servers.discovery is None:
+            await self.servers.refresh()  # model folders count even with network discovery off
         return self.router.plan(model)
 
     def _backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:

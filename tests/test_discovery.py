@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from muxtui.engine.config import Config, NetworkConfig
 from muxtui.engine.core import Engine
 from muxtui.engine.discovery import DiscoveryTargets
+from muxtui.engine.errors import UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState
+from muxtui.engine.local_models import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.fake_server import FakeOpenAIServer
+from tests.llama_support import place_model, require_extra
 
 
 def free_port() -> int:
@@ -116,4 +120,18 @@ async def test_with_discovery_off_nothing_is_probed_even_on_rediscover(
         await engine.rediscover()
         await asyncio.sleep(0.2)
         assert found(engine) == {}
+    assert fake_server.requests == []
+
+
+async def test_with_discovery_off_the_model_folders_and_bundled_model_still_resolve(
+    paths: Paths, fake_server: FakeOpenAIServer
+) -> None:
+    require_extra()
+    place_model(Path(__file__), paths.models_dir / "mine.gguf")  # resolving does not read it
+    config = Config(network=NetworkConfig(discovery=False))
+    async with Engine(config, paths) as engine:
+        await engine.check_model(BUNDLED_GEMMA_NAME)
+        await engine.check_model("mine")
+        with pytest.raises(UnknownModelError):
+            await engine.check_model("ollama:fake-model")
     assert fake_server.requests == []
