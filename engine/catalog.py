@@ -5,9 +5,11 @@ Live rows of running local servers come from the server manager; everything else
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Mapping, Sequence
 
-from muxtui.engine.config import Config
+from muxtui.engine.config import Config, ProviderConfig
+from muxtui.engine.discovery import is_loopback
 from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.router import DiscoveredModel
 
@@ -40,18 +42,32 @@ def configured_entries(config: Config) -> list[ModelEntry]:
     return remote_entries(config) + local_entries(config)
 
 
-def discovered_entries(models: Iterable[DiscoveredModel]) -> list[ModelEntry]:
-    """One REMOTE row per model found on a reachable provider."""
-    return [
-        ModelEntry(
-            name=model.name,
-            provider=model.provider,
-            local=False,
-            state=ServerState.REMOTE,
-            model_id=model.model_id,
-            source=model.source,
-            size_bytes=model.size_bytes,
-            detail=model.detail,
+def discovered_entries(
+    models: Sequence[DiscoveredModel], providers: Mapping[str, ProviderConfig]
+) -> list[ModelEntry]:
+    """Rows for discovered models. One on a server on this machine that muxtui did not start is
+    not "remote": it is warm (a server answering with its model loaded) or, for an Ollama model
+    not loaded yet, cold; `local` stays False because muxtui cannot start or stop it."""
+    entries = []
+    for model in models:
+        provider = providers.get(model.provider)
+        state, detail = ServerState.REMOTE, model.detail
+        if provider is not None and is_loopback(provider):
+            host = urllib.parse.urlsplit(provider.urls[0]).netloc
+            loaded = model.loaded if model.loaded is not None else provider.kind != "ollama"
+            state = ServerState.WARM if loaded else ServerState.COLD
+            where = f"on this machine ({host}), started outside muxtui"
+            detail = f"{where}; {detail}" if detail else where
+        entries.append(
+            ModelEntry(
+                name=model.name,
+                provider=model.provider,
+                local=False,
+                state=state,
+                model_id=model.model_id,
+                source=model.source,
+                size_bytes=model.size_bytes,
+                detail=detail,
+            )
         )
-        for model in models
-    ]
+    return entries

@@ -102,7 +102,16 @@ class NetworkConfig:
     read_timeout: float = _doc("Seconds to wait for the next bytes of a reply.", 300.0)
     retries: int = _doc("Attempts after the first for connect errors, 429 and 5xx.", 3)
     http2: bool = _doc("Use HTTP/2 where the server offers it.", True)
-    discovery: bool = _doc("Look for Ollama, :8080 and API keys when nothing is configured.", True)
+    discovery: bool = _doc(
+        "Also find servers the config does not name (Ollama on :11434, a server on :8080, "
+        "OPENROUTER_API_KEY/OPENAI_API_KEY), providers configured or not; false = config and "
+        "model folders only.",
+        True,
+    )
+    discovery_interval: float = _doc(
+        "Seconds between looks for loopback servers started or stopped since; 0 = at start only.",
+        30.0,
+    )
 
 
 @dataclass

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Self
 from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
-from muxtui.engine.discovery import DiscoveryTargets, discover
+from muxtui.engine.default_model import ChoiceInputs, ModelChoice, pick_default
+from muxtui.engine.discovery import DiscoveryTargets
+from muxtui.engine.discovery_loop import DiscoveryLoop
 from muxtui.engine.errors import (
     MuxtuiError,
     UnknownModelError,
@@ -69,7 +71,7 @@ class Engine:
         self.pool = ClientPool(config.network)
         self.retry_policy = retry_policy or RetryPolicy(retries=max(0, config.network.retries))
         self._discover = config.network.discovery if discover is None else discover
-        self._discovery_targets = discovery_targets
+        self._discovery = DiscoveryLoop(config, self.pool, self._found, discovery_targets)
         self._listeners: list[Callable[[object], None]] = []
         self.servers = ServerManager(config, paths, self._server_event)
         self.router = Router(config, lambda name: self.servers.has(name))
@@ -101,6 +103,7 @@ class Engine:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self._discovery.aclose()
         try:
             await self.servers.aclose()
         finally:
@@ -147,7 +150,7 @@ class Engine:
         """Every known model: configured, local servers, then discovered ones."""
         entries = remote_entries(self.config)
         entries += self.servers.entries()
-        entries += discovered_entries(self.router.discovered_models)
+        entries += discovered_entries(self.router.discovered_models, self.router.providers())
         seen: set[str] = set()
         unique = []
         for entry in entries:
@@ -156,15 +159,52 @@ class Engine:
                 unique.append(entry)
         return unique
 
-    def default_model(self) -> str | None:
-        """The model to start on: the last one used if it still resolves, else the first."""
+    async def default_model(self) -> ModelChoice | None:
+        """The model to start on, and why: the last used one if it works, else a warm local
+        server, else a configured or discovered model that answers, else the bundled one; never
+        one that failed to start or cannot run here (the order: engine/default_model.py)."""
+        choice = await self._pick_default(last_only=True)  # no waiting when the last one works
+        if choice is None:
+            await self.wait_discovered()
+            if self.servers.discovery is None:
+                await self.servers.refresh()  # model folders and the bundled model
+            choice = await self._pick_default(last_only=False)
+        return choice
+
+    async def _pick_default(self, *, last_only: bool) -> ModelChoice | None:
         last = self.config.ui.last_model
+        last_provider = None
         if last:
             with contextlib.suppress(UnknownModelError):
-                self.router.resolve(last)
-                return last
-        models = self.list_models()
-        return models[0].name if models else None
+                last_provider = self.router.resolve(last).provider
+        tools = self.servers.discovery.tools if self.servers.discovery else None
+        inputs = ChoiceInputs(
+            last_model=last,
+            last_provider=last_provider,
+            loopback=self._discovery.loopback_providers(),
+            keyed=self._discovery.keyed_providers(),
+            can_run_gguf=bool(tools and tools.llama_server),
+        )
+        return await pick_default(self.list_models(), inputs, self._answers, last_only=last_only)
+
+    async def _answers(self, provider_name: str) -> bool:
+        """Whether a provider lists its models (waiting for start-up discovery to say first)."""
+        if provider_name not in self._discovery.found.answered:
+            await self.wait_discovered()
+        provider = self.router.providers().get(provider_name)
+        return provider is not None and await self._discovery.answers(provider_name, provider)
+
+    async def rediscover(self) -> list[ModelEntry]:
+        """Look again now (the Models pane's r): model folders and PATH, then, with
+        `[network] discovery` on, loopback servers, API keys and provider catalogs; returns
+        the models known afterwards."""
+        jobs = [self.servers.refresh()]
+        if self._discover:
+            jobs.append(self._discovery.run())
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("model discovery failed", exc_info=outcome)
+        return self.list_models()
 
     async def check_model(self, model: str) -> None:
         """Raise a one-line error unless `model` resolves and, if local, its command can start.
@@ -217,18 +257,17 @@ class Engine:
         return known_secrets(providers, self.config.local.values())
 
     async def _run_discovery(self) -> None:
-        def publish(found: Discovered) -> None:
-            self.router.update_discovered(found.providers, found.models)
-            self._models_changed()
-
         outcomes = await asyncio.gather(
-            discover(self.config, self.pool, publish, self._discovery_targets),
-            self.servers.refresh(),
-            return_exceptions=True,
+            self._discovery.run(), self.servers.refresh(), return_exceptions=True
         )
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 log.error("model discovery failed", exc_info=outcome)
+        self._discovery.start_polling()
+
+    def _found(self, found: Discovered) -> None:
+        self.router.update_discovered(found.providers, found.models)
+        self._models_changed()
 
     def _server_event(self, event: object) -> None:
         # The manager knows only the local models; listeners get the full list instead.
@@ -336,7 +375,10 @@ class Engine:
             return self.router.plan(model)
         except UnknownModelError:
             task = self._discovery_task
-            if task is None or task.done():
+            unscanned = self.servers.discovery is None
+            if (task is None or task.done()) and not unscanned:
                 raise
         await self.wait_discovered()  # the name may be a model discovery has yet to report
+        if self.servers.discovery is None:
+            await self.servers.refresh()  # model folders count even with network discovery off
         return self.router.plan(model)

@@ -36,6 +36,7 @@ class DiscoveredModel:
     source: str = "discovered"  # "discovered" or "ollama"
     size_bytes: int = 0
     detail: str = ""
+    loaded: bool | None = None  # in memory now (Ollama tells); None where the server doesn't say
 
     @property
     def name(self) -> str:

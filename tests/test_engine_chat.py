@@ -12,6 +12,7 @@ import pytest
 
 from muxtui.engine.config import Config, LocalModelConfig, ModelConfig, ProviderConfig
 from muxtui.engine.core import Engine
+from muxtui.engine.default_model import ModelChoice
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import (
     ChatDelta,
@@ -104,7 +105,8 @@ async def test_construction_and_start_do_no_network_and_no_disk_until_needed(
         assert paths.history_db.exists()
         assert fake_server.requests == [] and len(engine.pool) == 0
         assert [e.name for e in engine.list_models() if not e.local] == ["m"]
-        assert engine.default_model() == "m"
+        choice = await engine.default_model()  # asks the provider whether it answers
+        assert choice is not None and choice.name == "m"
     finally:
         await engine.aclose()
     await engine.aclose()  # closing twice is harmless
@@ -114,9 +116,10 @@ async def test_last_used_model_is_the_default(fake_server: FakeOpenAIServer, pat
     config = config_for(fake_server)
     config.ui.last_model = "fake:fake-model"
     async with Engine(config, paths, discover=False) as engine:
-        assert engine.default_model() == "fake:fake-model"
+        assert await engine.default_model() == ModelChoice("fake:fake-model", "the last used model")
         config.ui.last_model = "gone"
-        assert engine.default_model() == "m"
+        choice = await engine.default_model()
+        assert choice == ModelChoice("m", "a configured model that answers")
 
 
 async def test_listeners_get_events_until_they_unsubscribe(paths: Paths) -> None:

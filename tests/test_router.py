@@ -232,7 +232,7 @@ async def test_discovery_skips_what_does_not_answer(unused_url: str) -> None:
         )
     finally:
         await pool.aclose()
-    assert found == Discovered({}, ())
+    assert found == Discovered({}, (), {"ollama": False, "local-8080": False})
 
 
 async def test_engine_discovers_in_the_background_and_announces_models(
@@ -247,11 +247,13 @@ async def test_engine_discovers_in_the_background_and_announces_models(
     async with engine:
         await engine.wait_discovered(timeout=5.0)
         entries = engine.list_models()
-        remote = [(e.name, e.provider, e.state, e.source) for e in entries if not e.local]
-        assert remote == [("ollama:fake-model", "ollama", ServerState.REMOTE, "ollama")]
-        # local models (the bundled Gemma, where installed) come before discovered remotes
+        found = [(e.name, e.provider, e.state, e.source) for e in entries if not e.local]
+        # Ollama on loopback is on this machine: its loaded model is warm, not remote
+        assert found == [("ollama:fake-model", "ollama", ServerState.WARM, "ollama")]
+        # local models (the bundled Gemma, where installed) come before discovered ones
         assert [e.local for e in entries] == sorted((e.local for e in entries), reverse=True)
-        assert engine.default_model() == entries[0].name
+        choice = await engine.default_model()
+        assert choice is not None and choice.name == "ollama:fake-model"
         text, _ = await chat_text(engine, "fake-model")  # a bare discovered id resolves too
         assert text == "tok " * 5
     assert any(isinstance(e, ModelsChanged) and "ollama:fake-model" in e.names for e in events)

@@ -39,6 +39,7 @@ from muxtui.engine.local.readiness import (
     wait_ready,
 )
 from muxtui.engine.local.room import make_room_for
+from muxtui.engine.local.runtime import prepare_launch
 from muxtui.engine.local.server import LocalEndpoint, ServerRecord
 from muxtui.engine.local.ttl import IdleTimers, ttl_seconds
 from muxtui.engine.paths import Paths
@@ -100,7 +101,9 @@ class Lifecycle:
 
     def plan(self, server: ServerRecord, *, check_file: bool = True) -> LaunchPlan:
         """The checked launch plan of `server` (blocking); raises the one-line LocalServerError."""
-        plan = plan_launch(server.spec, self._tools(), check_file=check_file)
+        tools = self._tools()
+        plan = plan_launch(server.spec, tools, check_file=check_file)
+        prepare_launch(server.name, plan.argv, plan.env, tools.bundled_llama_server)
         binary = server.binary = plan.argv[0]
         if self.runtimes.is_incompatible(binary):
             reason = sigill_reason(server.name, binary)

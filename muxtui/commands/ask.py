@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--model",
         "-m",
         metavar="M",
-        help="a [models] or [local] name, or PROVIDER:MODEL_ID (default: the last used model, "
-        "else the first available; see `muxtui models`)",
+        help="a [models] or [local] name, or PROVIDER:MODEL_ID (default: the last used model if "
+        "it works, else a warm local one, else one that answers, else the bundled one; -v says "
+        "which)",
     )
     parser.add_argument(
         "-c",
@@ -87,24 +88,23 @@ async def _ask(context: Context, prompt: str, args: argparse.Namespace, params: 
                     "ask: there is no conversation to continue; ask without -c to start one"
                 )
             conversation_id = latest[0].id
-        model = args.model or await _default_model(engine)
+        model = args.model or await _default_model(engine, args.verbose)
         turn = engine.run_turn(model, prompt, conversation_id=conversation_id, params=params)
         return await _print_turn(turn, args.verbose, sys.stdout, sys.stderr)
 
 
-async def _default_model(engine: Engine) -> str:
+async def _default_model(engine: Engine, verbose: bool) -> str:
     from muxtui.engine.errors import UsageError
 
-    name = engine.default_model()
-    if name is None:
-        await engine.wait_discovered()  # nothing configured: what did discovery find?
-        name = engine.default_model()
-    if name is None:
+    choice = await engine.default_model()
+    if choice is None:
         raise UsageError(
-            "ask: no model is configured or discovered; add a provider to the config "
+            "ask: no model is configured or discovered that works; add a provider to the config "
             "(`muxtui config --path`), set OPENROUTER_API_KEY, or install muxtui[local]"
         )
-    return name
+    if verbose:
+        print(f"muxtui: model {choice.name}: {choice.reason}", file=sys.stderr, flush=True)
+    return choice.name
 
 
 async def _print_turn(
