@@ -111,8 +111,12 @@ _FIXED = {
 _STRING, _ARRAY = 8, 9
 
 
-def read_gguf(path: str | os.PathLike[str]) -> GgufFile:
-    """Read the header of the GGUF file at `path` (blocking); raises GgufError."""
+def read_gguf(path: str | os.PathLike[str], *, whole_size: int | None = None) -> GgufFile:
+    """Read the header of the GGUF file at `path` (blocking); raises GgufError.
+
+    `whole_size`: `path` is only the first part of a GGUF of that many bytes (a model shipped
+    in chunks), holding at least the header.
+    """
     global _TABLES
     if _TABLES is None:
         _TABLES = _type_tables()
@@ -124,7 +128,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufFile:
             if size < 24:
                 raise GgufError(f"{where} is not a GGUF file (only {size} bytes)")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                return _parse(view, str(where), size, type_names, type_sizes)
+                return _parse(view, str(where), size, type_names, type_sizes, whole_size)
     except FileNotFoundError:
         raise GgufError(f"{where} does not exist") from None
     except IsADirectoryError:
@@ -141,6 +145,7 @@ def _parse(
     size: int,
     type_names: dict[int, str],
     type_sizes: dict[int, tuple[int, int]],
+    whole_size: int | None = None,
 ) -> GgufFile:
     if view[:4] != GGUF_MAGIC:
         raise GgufError(f"{path} is not a GGUF file (it starts with {bytes(view[:4])!r})")
@@ -184,6 +189,7 @@ def _parse(
         alignment = DEFAULT_ALIGNMENT
     data_offset = -(-cursor.offset // alignment) * alignment
     end = max((t.offset + t.nbytes for t in tensors), default=0)
+    size = whole_size or size
     if data_offset + end > size:
         raise GgufError(
             f"{path} is truncated: its tensors need {data_offset + end} bytes, the file has {size}"
