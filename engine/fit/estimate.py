@@ -92,7 +92,8 @@ class DeviceEstimate:
     """Bytes one device holds for the model once it has answered a first request."""
 
     device: str  # "cpu" or "gpu0", "gpu1", ...
-    weights_mapped: int = 0  # file pages mapped into the process (page cache, reclaimable)
+    weights_mapped: int = 0  # file pages mapped into the process (page cache)
+    weights_reclaimable: int = 0  # of those, pages read once to repack: the kernel may drop them
     weights_copied: int = 0  # weights in anonymous memory or VRAM: repacked copies, uploads
     kv_cache: int = 0
     recurrent: int = 0
@@ -105,6 +106,11 @@ class DeviceEstimate:
     def weights(self) -> int:
         """All weight bytes the device holds."""
         return self.weights_mapped + self.weights_copied
+
+    @property
+    def needed(self) -> int:
+        """What must stay resident: the total less the pages only read once."""
+        return self.total - self.weights_reclaimable
 
     @property
     def total(self) -> int:
@@ -172,6 +178,11 @@ class Estimate:
         """System RAM once the prompt cache and checkpoints have grown to their limits."""
         return self.host.total + self.prompt_cache + self.checkpoint_ceiling
 
+    @property
+    def host_needed(self) -> int:
+        """RAM that must stay resident at the ceiling (pages read once to repack excluded)."""
+        return self.host_ceiling - self.host.weights_reclaimable
+
 
 def kv_row_bytes(kind: str, values: int) -> int:
     """Bytes of `values` cache values stored as `kind` (f16, q8_0, ...)."""
@@ -236,6 +247,7 @@ def estimate(
 
     allowed = REPACKED_TYPES | (REPACKED_TYPES_AVX512 if repacks_q2k else frozenset())
     span_start, span_end = -1, -1
+    repacked: list[tuple[int, int]] = []
     for tensor in shape.tensors:
         device = place(_tensor_layer(tensor.name, shape.n_layer))
         if device != "cpu" or not params.mmap:
@@ -251,12 +263,15 @@ def estimate(
             and tensor.shape[1] % 8 == 0
         ):
             add("cpu", "weights_copied", tensor.nbytes)
+            repacked.append((tensor.offset, tensor.nbytes))
             continue
         span_start = tensor.offset if span_start < 0 else min(span_start, tensor.offset)
         span_end = max(span_end, tensor.offset + tensor.nbytes)
     # After loading, llama.cpp unmaps the file outside the span of the tensors it uses in
     # place; inside it every page was read (repacked tensors too), so all of it stays resident.
     add("cpu", "weights_mapped", max(0, span_end - span_start))
+    inside = sum(size for at, size in repacked if span_start <= at and at + size <= span_end)
+    add("cpu", "weights_reclaimable", inside)
 
     per_seq_swa = 0
     per_seq_state = 0

@@ -68,13 +68,14 @@ class BudgetAdvice:
 
 
 def host_need(result: Estimate) -> int:
-    """System RAM a server can come to hold: its estimate plus prompt cache and checkpoints."""
-    return result.host_ceiling
+    """System RAM a server can come to need: its estimate plus prompt cache and checkpoints,
+    less the file pages it read once to repack (the kernel drops those under pressure)."""
+    return result.host_needed
 
 
 def gpu_needs(result: Estimate) -> dict[str, int]:
     """Bytes per GPU ("gpu0", ...)."""
-    return {d.device: d.total for d in result.devices if d.device != "cpu"}
+    return {d.device: d.needed for d in result.devices if d.device != "cpu"}
 
 
 def host_reserve(profile: HardwareProfile, reserve: int = RESERVE_BYTES) -> int:
@@ -120,14 +121,16 @@ def recommend(
         return _estimate(shape, replace(params, cache_ram_mib=cache_ram_for(first)), profile)
 
     chosen: Estimate | None = None
-    for kind in KV_CHOICES:
-        for ngl in _ngl_candidates(layers_all if gpus else 0):
-            params = replace(base, cache_type_k=kind, cache_type_v=kind, ngl=ngl)
-            result = run(params)
-            if fits(result, profile, reserve):
-                chosen = result
-                break
-        if chosen is not None:
+    # Full offload with an 8-bit cache beats splitting layers with a 16-bit one; a 4-bit
+    # cache is the last resort.
+    tries = [
+        (ngl, kind) for ngl in _ngl_candidates(layers_all if gpus else 0) for kind in KV_CHOICES[:2]
+    ]
+    tries += [(ngl, KV_CHOICES[2]) for ngl in _ngl_candidates(layers_all if gpus else 0)]
+    for ngl, kind in tries:
+        result = run(replace(base, cache_type_k=kind, cache_type_v=kind, ngl=ngl))
+        if fits(result, profile, reserve):
+            chosen = result
             break
     curve = tuple(
         CurvePoint(ngl, max_context(shape, replace(base, ngl=ngl), profile, reserve))
