@@ -71,19 +71,21 @@ class FitParams:
         """Whether all slots share one KV stream."""
         return self.parallel <= 0 if self.kv_unified is None else self.kv_unified
 
-    def flags(self) -> tuple[str, ...]:
-        """These settings as llama-server arguments."""
+    def flags(self, *, ngl: bool = True, cache_ram: bool = True) -> tuple[str, ...]:
+        """These settings as llama-server arguments (`-ngl` and `--cache-ram` optional)."""
         flags = ["-c", str(self.ctx), "-np", str(self.slots)]
         if self.unified and self.parallel > 0:
             flags.append("--kv-unified")
-        flags += ["-ngl", "all" if self.ngl < 0 else str(self.ngl)]
+        if ngl:
+            flags += ["-ngl", "all" if self.ngl < 0 else str(self.ngl)]
         if self.cache_type_k != "f16":
             flags += ["-ctk", self.cache_type_k]
         if self.cache_type_v != "f16":
             flags += ["-ctv", self.cache_type_v]
         if self.swa_full:
             flags.append("--swa-full")
-        flags += ["--cache-ram", str(self.cache_ram_mib)]
+        if cache_ram:
+            flags += ["--cache-ram", str(self.cache_ram_mib)]
         return tuple(flags)
 
 

@@ -99,16 +99,7 @@ def supports_fit(help_text: str) -> bool:
 
 def projection_flags(params: FitParams) -> list[str]:
     """llama-server arguments that make it print its projection for `params` and nothing else."""
-    flags = ["-c", str(params.ctx), "-np", str(params.slots), "--fit", "on", "-lv", "4"]
-    if params.unified and params.parallel > 0:
-        flags.append("--kv-unified")
-    if params.cache_type_k != "f16":
-        flags += ["-ctk", params.cache_type_k]
-    if params.cache_type_v != "f16":
-        flags += ["-ctv", params.cache_type_v]
-    if params.swa_full:
-        flags.append("--swa-full")
-    return flags
+    return [*params.flags(ngl=False, cache_ram=False), "--fit", "on", "-lv", "4"]
 
 
 def run_projection(
