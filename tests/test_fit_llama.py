@@ -81,7 +81,9 @@ def test_assembled_gemma_reads_like_its_chunks(gemma_file: Path) -> None:  # noq
 
 
 async def test_first_request_measured_within_ten_percent(
-    gemma_server: tuple[int, list[str]], gemma_file: Path, paths: Paths  # noqa: F811
+    gemma_server: tuple[int, list[str]],
+    gemma_file: Path,
+    paths: Paths,  # noqa: F811
 ) -> None:
     from muxtui.engine.core import Engine
 
