@@ -83,7 +83,7 @@ class ChatStreamer:
                         while True:
                             endpoint = fixed_endpoint or engine.router.pick(target)
                             health = engine.router.health(endpoint.base_url)
-                            backend = self._backend(target.kind, endpoint, target.max_connections)
+                            backend = self.backend(target.kind, endpoint, target.max_connections)
                             failure = None
                             health.in_flight += 1
                             try:
@@ -132,7 +132,8 @@ class ChatStreamer:
         except MuxtuiError as exc:
             raise redact_error(exc, engine.secrets()) from exc.__cause__
 
-    def _backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:
+    def backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:
+        """The pooled backend for one endpoint, made on first use."""
         key = (kind, endpoint.provider, endpoint.base_url, endpoint.api_key)
         backend = self._backends.get(key)
         if backend is None:

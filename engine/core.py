@@ -34,6 +34,7 @@ from muxtui.engine.events import (
     StoredMessage,
     TurnEvent,
 )
+from muxtui.engine.fit.facade import FitMixin
 from muxtui.engine.history import History
 from muxtui.engine.local.manager import ServerManager
 from muxtui.engine.pool import ClientPool
@@ -53,7 +54,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine:
+class Engine(FitMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(
