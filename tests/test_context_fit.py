@@ -28,7 +28,7 @@ def words(message: ChatMessage) -> int:
 
 
 def conversation(turns: int, words_each: int = 10) -> list[ChatMessage]:
-    """`turns` user/assistant pairs, each message naming its position."""
+    """`turns` user/assistant pairs, each message naming its position (so each is unique)."""
     out = []
     for i in range(turns):
         out.append(ChatMessage("user", f"q{i} " + "w " * (words_each - 1)))

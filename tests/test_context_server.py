@@ -26,6 +26,7 @@ from muxtui.engine.context import (
 from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
 from tests import fake_context
 from tests.fake_server import Behaviour, Failure, FakeOpenAIServer
+from tests.test_context_fit import conversation
 
 MODEL = "fake-model"
 SYSTEM = ChatMessage("system", "You are terse and kind.")
@@ -38,6 +39,12 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 @pytest.fixture
+def fitter() -> ContextFitter:
+    """A fitter with no config: windows come from the server."""
+    return ContextFitter(Config())
+
+
+@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as http:
         yield http
@@ -46,15 +53,6 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 def ref_to(server: FakeOpenAIServer, name: str = MODEL, kind: str = "openai") -> ModelRef:
     base = server.base_url if kind == "openai" else server.root_url
     return ModelRef(name, kind, MODEL, Endpoint("test", base, local=kind == "openai"))
-
-
-def conversation(pairs: int, words_each: int = 10) -> list[ChatMessage]:
-    """User/assistant pairs, every message's text unique."""
-    out = []
-    for i in range(pairs):
-        out.append(ChatMessage("user", f"question{i} " + "word " * (words_each - 1)))
-        out.append(ChatMessage("assistant", f"answer{i} " + "word " * (words_each - 1)))
-    return out
 
 
 def as_dicts(messages: Any) -> list[dict[str, str]]:
@@ -99,12 +97,11 @@ async def send_turn(
 
 
 async def test_a_long_conversation_is_sent_trimmed_counted_by_the_servers_tokenizer(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 400
     history = conversation(300)  # 600 messages of 12 tokens: ~18x the context
     new = ChatMessage("user", "and now the newest question")
-    fitter = ContextFitter(Config())
 
     fits, reply = await send_turn(fitter, ref_to(server), client, [SYSTEM, *history, new])
 
@@ -136,12 +133,11 @@ async def test_a_long_conversation_is_sent_trimmed_counted_by_the_servers_tokeni
 
 
 async def test_counts_come_from_the_estimate_where_the_server_has_no_tokenize(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 400
     server.behaviour.tokenize = False
     history = conversation(100)
-    fitter = ContextFitter(Config())
 
     fits, _ = await send_turn(fitter, ref_to(server), client, [SYSTEM, *history, history[0]])
 
@@ -156,7 +152,7 @@ async def test_counts_come_from_the_estimate_where_the_server_has_no_tokenize(
 
 
 async def test_a_rejection_after_an_estimate_gets_one_tighter_retry(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     # The model list promises 3000 tokens; the server runs with 300 and does not say so.
     server.behaviour.context_limit = 300
@@ -164,7 +160,6 @@ async def test_a_rejection_after_an_estimate_gets_one_tighter_retry(
     server.context_lengths[MODEL] = 3000
     history = conversation(100)
     new = ChatMessage("user", "the newest question")
-    fitter = ContextFitter(Config())
 
     fits, reply = await send_turn(fitter, ref_to(server), client, [SYSTEM, *history, new])
 
@@ -188,12 +183,11 @@ async def test_a_rejection_after_an_estimate_gets_one_tighter_retry(
 
 
 async def test_an_unknown_window_sends_everything_until_a_rejection_says_otherwise(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 500
     server.behaviour.props = False
     history = conversation(60)
-    fitter = ContextFitter(Config())
 
     fits, _ = await send_turn(fitter, ref_to(server), client, [*history, history[0]])
 
@@ -205,7 +199,7 @@ async def test_an_unknown_window_sends_everything_until_a_rejection_says_otherwi
 
 
 async def test_an_openai_style_rejection_is_retried_tighter(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.context_lengths[MODEL] = 5000
     message = (
@@ -216,7 +210,6 @@ async def test_an_openai_style_rejection_is_retried_tighter(
     body["error"]["code"] = "context_length_exceeded"
     server.fail_next(Failure(status=400, body=json.dumps(body).encode()))
     history = conversation(40)
-    fitter = ContextFitter(Config())
 
     fits, reply = await send_turn(fitter, ref_to(server), client, [*history, history[0]])
 
@@ -231,10 +224,9 @@ async def test_an_openai_style_rejection_is_retried_tighter(
 
 
 async def test_a_message_too_long_for_the_context_is_refused_before_sending(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 100
-    fitter = ContextFitter(Config())
     too_long = ChatMessage("user", "word " * 300)
     with pytest.raises(ContextTooSmallError) as caught:
         await send_turn(fitter, ref_to(server), client, [SYSTEM, too_long])
@@ -244,21 +236,19 @@ async def test_a_message_too_long_for_the_context_is_refused_before_sending(
 
 
 async def test_a_retry_that_cannot_leave_anything_out_fails_clearly(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 50
     server.behaviour.props = False  # window unknown: the whole message goes out once
-    fitter = ContextFitter(Config())
     with pytest.raises(ContextTooSmallError, match="has a 50-token context"):
         await send_turn(fitter, ref_to(server), client, [ChatMessage("user", "word " * 80)])
     assert (server.chat_requests, server.context_rejections) == (1, 1)
 
 
 async def test_ollama_window_from_the_loaded_model_and_a_trimmed_turn(
-    server: FakeOpenAIServer, client: httpx.AsyncClient
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
 ) -> None:
     server.behaviour.context_limit = 300  # /api/ps reports it as the loaded context_length
-    fitter = ContextFitter(Config())
     history = conversation(50)
 
     fits, reply = await send_turn(fitter, ref_to(server, kind="ollama"), client, [*history, SYSTEM])
@@ -308,3 +298,21 @@ async def test_window_sources(server: FakeOpenAIServer, client: httpx.AsyncClien
     assert await ContextFitter(config).window(ollama, client) == ContextWindow(
         4096, "ollama-default"
     )
+
+
+async def test_a_big_window_is_tokenized_over_several_turns(
+    server: FakeOpenAIServer, client: httpx.AsyncClient, fitter: ContextFitter
+) -> None:
+    server.behaviour.context_limit = 100_000  # room for all 300 messages
+    history = conversation(150)
+    calls = []
+    fits = []
+    for _ in range(6):
+        fits.append(await fitter.fit(ref_to(server), [SYSTEM, *history, history[0]], 50, client))
+        calls.append(server.tokenize_requests)
+    # Four calls measure the template; then at most TOKENIZE_PER_TURN (64) texts a turn, and
+    # the estimate counts the rest until they are known.
+    assert calls == [4 + 64, 4 + 128, 4 + 192, 4 + 256, 4 + 301, 4 + 301]
+    assert [fit.event.counted_by for fit in fits] == ["estimate"] * 4 + ["tokenizer"] * 2
+    assert all(fit.event.omitted == 0 for fit in fits)
+    assert fits[-1].result.used_tokens == fake_context.templated_tokens(as_dicts(fits[-1].messages))

@@ -82,7 +82,6 @@ class ContextFitter:
         self.windows = WindowLookup()
         self._counts: dict[str, MessageCounts] = {}  # per model name
         self._tokenizers: dict[str, _Tokenizer] = {}  # per server root URL
-        self.tokenize_calls = 0
 
     def configured_context(self, name: str) -> int:
         """The `context` set for `name` in [models] or [local]; 0 when none."""
@@ -191,7 +190,7 @@ class ContextFitter:
         newest_first: list[ChatMessage],
         space: int | None,
     ) -> bool:
-        """Count with the server's tokenizer; False (the estimate stays) where it cannot."""
+        """Count with the server's tokenizer; False where the estimate counted some of it."""
         root = server_root(ref.endpoint)
         state = self._tokenizers.setdefault(root, _Tokenizer())
         if not state.available:
@@ -202,14 +201,11 @@ class ContextFitter:
             if state.overhead is None:
                 state.overhead = await tokenizer.overhead() or DEFAULT_OVERHEAD
             counts.overhead = state.overhead
-            await count_newest(tokenizer, counts, newest_first, space)
-            return True
+            return await count_newest(tokenizer, counts, newest_first, space)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code in (404, 405, 501):
                 state.available = False  # this server has no /tokenize
             log.debug("tokenizing for %s: %r", ref.name, exc)
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("tokenizing for %s: %r", ref.name, exc)
-        finally:
-            self.tokenize_calls += tokenizer.calls
         return False

@@ -42,6 +42,9 @@ MESSAGE_OVERHEAD = 8
 REQUEST_OVERHEAD = 16
 _CACHE_ENTRIES = 100_000  # counts kept per model (an int and a small key each)
 _TOKENIZE_BATCH = 8  # /tokenize requests in flight at once
+# /tokenize requests one turn may send: a big window over a long conversation is tokenized
+# over several turns (the estimate stands in meanwhile) instead of delaying the first reply.
+TOKENIZE_PER_TURN = 64
 _TOKENIZE_TIMEOUT = 10.0
 _PROBE_TEXT = "Hello"
 
@@ -119,11 +122,9 @@ class ServerTokenizer:
     def __init__(self, client: httpx.AsyncClient, root_url: str) -> None:
         self.client = client
         self.root_url = root_url.rstrip("/")
-        self.calls = 0  # /tokenize requests sent
 
     async def tokenize(self, text: str, add_special: bool = False) -> int:
         """The number of tokens the server's tokenizer makes of `text`."""
-        self.calls += 1
         body = {"content": text, "add_special": add_special}
         reply = await self._post("/tokenize", body)
         tokens = reply.get("tokens")
@@ -181,15 +182,25 @@ async def count_newest(
     counts: MessageCounts,
     newest_first: Sequence[ChatMessage],
     budget: int | None,
-) -> None:
-    """Tokenize messages newest first until their tokens pass `budget` (None: all of them)."""
+    max_calls: int = TOKENIZE_PER_TURN,
+) -> bool:
+    """Tokenize messages newest first until their tokens pass `budget` (None: all of them).
+
+    Returns whether every message up to there was tokenized; False when `max_calls` ran out
+    first (the rest keep their estimate until a later turn).
+    """
     used = 0
     position = 0
+    calls = 0
     while position < len(newest_first) and (budget is None or used <= budget):
         batch = newest_first[position : position + _TOKENIZE_BATCH]
         position += len(batch)
         texts = list(dict.fromkeys(m.content for m in batch if not counts.known(m.content)))
+        if calls + len(texts) > max_calls:
+            return False
+        calls += len(texts)
         found = await asyncio.gather(*(tokenizer.tokenize(text) for text in texts))
         for text, tokens in zip(texts, found, strict=True):
             counts.learn(text, tokens)
         used += sum(counts.count(m) for m in batch)
+    return True

@@ -53,11 +53,6 @@ class ContextWindow:
     source: str = "unknown"
     tokenizer: bool = False  # the server is a llama-server: it counts with `/tokenize`
 
-    @property
-    def exact(self) -> bool:
-        """Whether the server reported the window it runs with (not a capability or a guess)."""
-        return self.source in ("server", "ollama", "rejection")
-
 
 UNKNOWN = ContextWindow(None)
 
