@@ -221,11 +221,10 @@ def test_recognises_the_overflow_in_a_classified_error() -> None:
 def test_tighter_budget_scales_by_the_servers_count() -> None:
     fit = FitResult((NEW,), 5, used_tokens=1800, limit=2048, budget=1843, reply_budget=205)
     # The server counted 2400 where the fit counted 1800: 0.75 of our units per real token.
-    window, budget = tighter_budget(fit, ContextOverflow(2400, 2048, "x"))
-    assert window == 2048
+    budget = tighter_budget(fit, ContextOverflow(2400, 2048, "x"))
     assert budget == int((2048 - 205) * 0.75 * 0.95)
     # Without counts: 75% of what was sent.
-    assert tighter_budget(fit, ContextOverflow(None, None, "x")) == (2048, 1350)
-    # A limit smaller than the fit thought replaces it; the budget still shrinks.
-    window, budget = tighter_budget(fit, ContextOverflow(1900, 1024, "x"))
-    assert window == 1024 and budget < 1800 * 0.95
+    assert tighter_budget(fit, ContextOverflow(None, None, "x")) == 1350
+    # A limit smaller than the fit thought replaces it, with the reply's room in it.
+    budget = tighter_budget(fit, ContextOverflow(1900, 1024, "x"), reply_budget=256)
+    assert budget == int((1024 - 256) * (1800 / 1900) * 0.95)

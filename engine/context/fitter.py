@@ -132,7 +132,7 @@ class ContextFitter:
             if 0 < configured < overflow.limit:
                 window = ContextWindow(configured, "config", window.tokenizer)
         asked = turn.max_tokens_asked
-        _, budget = tighter_budget(turn.result, overflow, reply_budget(window.tokens, asked))
+        budget = tighter_budget(turn.result, overflow, reply_budget(window.tokens, asked))
         if window.tokens is None:  # unknown before: what goes through now is the measure
             window = ContextWindow(budget + reply_budget(None, asked), "learned")
             self.windows.remember(turn.ref, window)

@@ -107,8 +107,8 @@ def _error_object(text: str) -> dict[str, Any]:
 
 def tighter_budget(
     fit: FitResult, overflow: ContextOverflow, reply_budget: int | None = None
-) -> tuple[int | None, int]:
-    """(window, prompt budget) for the one retry after `fit` was refused as too long.
+) -> int:
+    """The prompt budget for the one retry after `fit` was refused as too long.
 
     Budgets are in the fit's own counting units. When the server said how many tokens it
     counted, the fit's counts are scaled by how far they were off; when it said its context,
@@ -123,4 +123,4 @@ def tighter_budget(
         budget = max(0, int(room * units_per_token * RETRY_MARGIN))
     else:
         budget = int(sent * RETRY_SHRINK)
-    return window, min(budget, int(sent * RETRY_MARGIN))
+    return min(budget, int(sent * RETRY_MARGIN))
