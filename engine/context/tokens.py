@@ -112,9 +112,6 @@ class MessageCounts:
             cache.popitem(last=False)
         return tokens
 
-    def __len__(self) -> int:
-        return len(self._cache)
-
 
 class ServerTokenizer:
     """llama-server's `/tokenize` and `/apply-template` at one server root."""
