@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-try:  # imported as tests.fake_server, or run as a script from tests/
+try:
     from tests import fake_context
-except ImportError:  # pragma: no cover - script mode
+except ImportError:  # run as a script (even through runpy): the helper lies beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import fake_context  # type: ignore[no-redef]
 
 Reader = asyncio.StreamReader
