@@ -61,6 +61,9 @@ class ModelConfig:
     provider: str = _doc("Name of a [providers] entry.", "")
     id: str = _doc("The provider's own model id; defaults to the name.", "")
     fallbacks: list[str] = _doc("Models tried in order when this one fails.", factory=list)
+    context: int = _doc(
+        "Context window in tokens; 0 = learn it from the provider. The smaller one wins.", 0
+    )
 
 
 @dataclass
@@ -74,6 +77,11 @@ class LocalModelConfig:
     health: str = _doc("Readiness path polled until it answers 200.", "/health")
     env: dict[str, str] = _doc("Extra environment variables for the server.", factory=dict)
     memory_gb: float = _doc("Expected memory use; 0 = estimate from the file size.", 0.0)
+    context: int = _doc(
+        "Context window in tokens; 0 = ask the server (llama-server reports its -c). "
+        "The smaller one wins.",
+        0,
+    )
 
 
 @dataclass
@@ -275,6 +283,10 @@ def _check_references(config: Config) -> None:
                 raise _Invalid(
                     ("providers", name, "base_url"), f"expected an http(s):// URL, got {url!r}"
                 )
+    for table, entries in (("models", config.models), ("local", config.local)):
+        for name, entry in entries.items():
+            if entry.context < 0:
+                raise _Invalid((table, name, "context"), "expected 0 (ask the server) or tokens")
     for name, model in config.models.items():
         if not model.provider:
             raise _Invalid(("models", name, "provider"), "missing; name a [providers] entry")

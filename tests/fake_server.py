@@ -23,6 +23,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+try:
+    from tests import fake_context
+except ImportError:  # run as a script (even through runpy): the helper lies beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fake_context  # type: ignore[no-redef]
+
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
 
@@ -37,6 +43,12 @@ class Behaviour:
     token_text: str = "tok "  # each token's text; reply text = token_text * tokens
     include_timings: bool = False  # add a llama-server style "timings" object
     startup_delay: float = 0.0  # /health answers 503 {"status":"loading"} until then
+    # Context-window mode (tests/fake_context.py): a prompt of this many tokens or more gets
+    # llama-server's 400, replies stop where the context ends, usage counts the templated
+    # prompt, and /props, /tokenize and /apply-template answer as llama-server's do.
+    context_limit: int | None = None
+    tokenize: bool = True  # with a context limit: whether /tokenize and /apply-template exist
+    props: bool = True  # with a context limit: whether /props reports it (OpenAI's never does)
 
 
 @dataclass
@@ -87,13 +99,8 @@ def _frame(data: bytes) -> bytes:
 
 
 def _prompt_tokens(messages: Any) -> int:
-    words = 0
-    for m in messages if isinstance(messages, list) else []:
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, list):  # multimodal parts
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        words += len(str(content or "").split())
-    return max(1, words)
+    listed = messages if isinstance(messages, list) else []
+    return max(1, sum(len(fake_context.words(fake_context.message_text(m))) for m in listed))
 
 
 class FakeOpenAIServer:
@@ -109,6 +116,8 @@ class FakeOpenAIServer:
         self.host, self.port = host, port
         self.behaviour = behaviour or Behaviour()
         self.api_key = api_key
+        self.context_lengths: dict[str, int] = {}  # per model: `context_length` in /v1/models
+        self.ollama_num_ctx: int | None = None  # a `num_ctx` parameter in /api/show
         self.crash_after_chats: int | None = None  # script mode: os._exit(1) after N chats
         self.requests: list[RecordedRequest] = []
         self.connections_open = self.in_flight = 0
@@ -187,6 +196,7 @@ class FakeOpenAIServer:
         """Zeroes the cumulative counters (the gauges connections_open and in_flight stay)."""
         self.connections_accepted = self.requests_served = self.chat_requests = 0
         self.disconnects_mid_stream = 0
+        self.tokenize_requests = self.context_rejections = 0
         self.max_in_flight = self.in_flight
         self.requests.clear()
 
@@ -287,6 +297,9 @@ class FakeOpenAIServer:
         """JSON for the GET endpoints other than /health; None if there is no such route."""
         if path in ("/v1/models", "/models"):
             listed = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.models]
+            for item in listed:
+                if item["id"] in self.context_lengths:
+                    item["context_length"] = self.context_lengths[item["id"]]
             return {"object": "list", "data": listed}
         if path == "/api/tags":
             tags = [{"name": m, "model": m, "size": _SIZE} for m in self.models]
@@ -294,8 +307,35 @@ class FakeOpenAIServer:
         if path == "/api/ps":
             m, expires = self.models[0], "2026-11-23T12:00:00Z"
             ps = {"name": m, "model": m, "size": _SIZE, "size_vram": _SIZE, "expires_at": expires}
+            if self.behaviour.context_limit is not None:
+                ps["context_length"] = self.behaviour.context_limit
             return {"models": [ps | {"details": _DETAILS}]}
+        if path == "/props" and self.behaviour.context_limit is not None and self.behaviour.props:
+            return fake_context.props(self.behaviour.context_limit)
         return {"version": "0.0.0-fake"} if path == "/api/version" else None
+
+    def _answer(self, method: str, path: str, body: Any) -> Any | None:
+        """JSON for the plain GET and POST routes; None if there is no such route."""
+        if method == "GET":
+            return self._get(path)
+        return self._post(path, body) if method == "POST" else None
+
+    def _post(self, path: str, body: Any) -> Any | None:
+        """JSON for the context-mode POST endpoints; None if there is no such route."""
+        body = body if isinstance(body, dict) else {}
+        if path == "/api/show":
+            model = str(body.get("model") or body.get("name") or "")
+            length = self.context_lengths.get(model)
+            return fake_context.ollama_show(length, self.ollama_num_ctx)
+        if self.behaviour.context_limit is None or not self.behaviour.tokenize:
+            return None
+        if path == "/tokenize":
+            self.tokenize_requests += 1
+            content = str(body.get("content", ""))
+            return {"tokens": fake_context.token_ids(content, bool(body.get("add_special")))}
+        if path == "/apply-template":
+            return {"prompt": fake_context.render(body.get("messages"))}
+        return None
 
     async def _route(self, req: RecordedRequest, r: Reader, w: Writer, keep: bool) -> bool:
         method, path = req.method, req.path.split("?", 1)[0]
@@ -305,7 +345,7 @@ class FakeOpenAIServer:
             await self._send(w, 503 if loading else 200, body, close=not keep)
         elif self.api_key and req.headers.get("authorization") != f"Bearer {self.api_key}":
             await self._send(w, 401, _error_body(401, "Invalid API key"), close=not keep)
-        elif method == "GET" and (obj := self._get(path)) is not None:
+        elif (obj := self._answer(method, path, req.json)) is not None:
             await self._send(w, 200, json.dumps(obj).encode(), close=not keep)
         elif method == "POST" and path in _CHAT_PATHS:
             keep = await self._chat(req, r, w, keep, ollama=path == "/api/chat")
@@ -355,7 +395,16 @@ class FakeOpenAIServer:
             limit = (req.get("options") or {}).get("num_predict") if ollama else None
             limit = req.get("max_tokens", req.get("max_completion_tokens", limit))
             n = min(b.tokens, limit) if isinstance(limit, int) and limit >= 0 else b.tokens
-            reply = _Reply(model, n, n < b.tokens, _prompt_tokens(req.get("messages")), b, ollama)
+            prompt = _prompt_tokens(req.get("messages"))
+            if (n_ctx := b.context_limit) is not None:
+                prompt = fake_context.templated_tokens(req.get("messages"))
+                if prompt >= n_ctx:  # llama-server's own test: no room left to decode
+                    self.context_rejections += 1
+                    body = fake_context.context_exceeded(prompt, n_ctx)
+                    await self._send(w, 400, body, close=not keep)
+                    return keep
+                n = min(n, n_ctx - prompt)  # generation stops where the context ends
+            reply = _Reply(model, n, n < b.tokens, prompt, b, ollama)
             drop = fail.drop_after_tokens
             if req.get("stream", ollama):
                 await self._stream(reply, drop, fail.end_after_tokens, r, w, keep)
