@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from muxtui.engine.backends.base import Backend, ChatRequest, Endpoint
 from muxtui.engine.backends.ollama import OllamaBackend
 from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.context import ContextOverflow, ModelRef, TurnFit, context_overflow
 from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
@@ -76,15 +77,27 @@ class ChatStreamer:
                                 target.name, local.base_url.rstrip("/"), local=True
                             )
                             target = replace(target, model_id=local.model_id or target.model_id)
-                        request = ChatRequest(target.model_id, request_messages, params)
+                        first = fixed_endpoint or engine.router.pick(target)
+                        fit = await engine.context.fit(
+                            ModelRef(target.name, target.kind, target.model_id, first),
+                            request_messages,
+                            params.max_tokens,
+                            engine.pool.client(first.base_url, target.max_connections),
+                        )
+                        yield fit.event
+                        request = _fitted_request(target.model_id, fit, params)
+                        refitted = False
                         # The attempts are inlined rather than a generator of their own: every
                         # generator layer costs each streamed token another resume.
                         attempt = 0
                         while True:
-                            endpoint = fixed_endpoint or engine.router.pick(target)
+                            endpoint = fixed_endpoint or (
+                                first if attempt == 0 else engine.router.pick(target)
+                            )
                             health = engine.router.health(endpoint.base_url)
                             backend = self.backend(target.kind, endpoint, target.max_connections)
                             failure = None
+                            overflow: ContextOverflow | None = None
                             health.in_flight += 1
                             try:
                                 stream = (
@@ -102,9 +115,18 @@ class ChatStreamer:
                                         else:
                                             meter.end = item
                             except ATTEMPT_FAILURES as exc:
-                                failure = classify(exc, endpoint)
+                                overflow = None if parts or refitted else context_overflow(exc)
+                                if overflow is None:
+                                    failure = classify(exc, endpoint)
                             finally:
                                 health.in_flight -= 1
+                            if overflow is not None:  # too long: one tighter fit, sent at once
+                                refitted = True
+                                fit = engine.context.refit(fit, overflow)
+                                yield fit.event
+                                request = _fitted_request(target.model_id, fit, params)
+                                overflow = None
+                                continue
                             if failure is None:
                                 health.succeeded()
                                 meter.ended_at = time.monotonic()
@@ -140,3 +162,11 @@ class ChatStreamer:
             client = self.engine.pool.client(endpoint.base_url, max_connections)
             backend = self._backends[key] = BACKENDS[kind](client, endpoint)
         return backend
+
+
+def _fitted_request(model_id: str, fit: TurnFit, params: ChatParams) -> ChatRequest:
+    """The request for what `fit` sends, its max_tokens cut to the room the fit left."""
+    max_tokens = fit.max_tokens(params.max_tokens)
+    if max_tokens != params.max_tokens:
+        params = replace(params, max_tokens=max_tokens)
+    return ChatRequest(model_id, tuple(fit.messages), params)

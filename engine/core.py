@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Self
 from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
+from muxtui.engine.context import ContextFitter
 from muxtui.engine.default_model import ChoiceInputs, ModelChoice, pick_default
 from muxtui.engine.discovery import DiscoveryTargets
 from muxtui.engine.discovery_loop import DiscoveryLoop
@@ -78,6 +79,7 @@ class Engine(FitMixin):
         self.router = Router(config, lambda name: self.servers.has(name))
         self._turns = Turns(self.history, self.start, self.chat, self.check_model, self.secrets)
         self._streamer = ChatStreamer(self)
+        self.context = ContextFitter(config)
         self._discovery_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from muxtui.engine.config import LocalModelConfig, ModelConfig, field_docs, load_config
+from muxtui.engine.config import LocalModelConfig, ModelConfig, load_config
 from tests.test_config import _assert_one_line_error, _run_config
+
+
+def _doc(cls: type, name: str) -> str:
+    """The one-line doc a config field carries in its metadata."""
+    return next(str(f.metadata["doc"]) for f in dataclasses.fields(cls) if f.name == name)
+
 
 CONFIG = """
 [providers.box]
@@ -27,8 +34,8 @@ def test_context_is_read_and_documented(write_config: Callable[[str], Path]) -> 
     assert config.models["small"].context == 8192
     assert config.local["tiny"].context == 1024
     assert ModelConfig().context == LocalModelConfig().context == 0
-    assert "0 = learn it from the provider" in field_docs(ModelConfig)["context"]
-    assert "llama-server reports its -c" in field_docs(LocalModelConfig)["context"]
+    assert "0 = learn it from the provider" in _doc(ModelConfig, "context")
+    assert "llama-server reports its -c" in _doc(LocalModelConfig, "context")
 
 
 def test_a_negative_context_is_one_line_exit_2(write_config: Callable[[str], Path]) -> None:

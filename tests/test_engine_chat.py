@@ -20,6 +20,7 @@ from muxtui.engine.events import (
     ChatMessage,
     ChatParams,
     ChatStatus,
+    ContextFitted,
     ModelEntry,
     ServerState,
 )
@@ -41,7 +42,8 @@ def config_for(server: FakeOpenAIServer, kind: str = "openai") -> Config:
 async def run_turn(
     engine: Engine, model: str = "m", params: ChatParams | None = None
 ) -> list[object]:
-    return [event async for event in engine.chat(model, HI, params or ChatParams())]
+    turn = engine.chat(model, HI, params or ChatParams())
+    return [event async for event in turn if not isinstance(event, ContextFitted)]
 
 
 async def test_a_turn_streams_deltas_then_finishes_with_stats(

@@ -20,7 +20,7 @@ from muxtui.engine.errors import (
     StreamInterruptedError,
     UnreachableError,
 )
-from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus
+from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus, ContextFitted
 from muxtui.engine.paths import Paths
 from muxtui.engine.retry import EndpointHealth, RetryPolicy, parse_retry_after
 from tests.fake_server import Behaviour, Failure, FakeOpenAIServer
@@ -47,7 +47,7 @@ def engine_for(engines: Callable[[Config, RetryPolicy], Engine]) -> Callable[...
 
 
 async def reply(engine: Engine, model: str = "m") -> tuple[str, list[object]]:
-    events = [event async for event in engine.chat(model, HI)]
+    events = [e async for e in engine.chat(model, HI) if not isinstance(e, ContextFitted)]
     finished = events[-1]
     assert isinstance(finished, ChatFinished)
     return finished.text, events
@@ -91,7 +91,8 @@ async def test_non_streaming_requests_share_the_pool_too(
         assert isinstance(events[-1], ChatFinished)
         assert events[-1].text == "tok " * 5
     assert fake_server.connections_accepted == 1
-    assert all(r.json and r.json["stream"] is False for r in fake_server.requests)
+    chats = [r for r in fake_server.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 5 and all(r.json and r.json["stream"] is False for r in chats)
 
 
 async def test_aclose_closes_pooled_connections(
@@ -248,8 +249,9 @@ async def test_a_rejected_key_gives_an_auth_error_without_the_key(
         engine = engine_for(make_config(server.base_url, api_key_env="FAKE_API_KEY"))
         with pytest.raises(AuthError) as caught:
             await reply(engine)
-        assert server.chat_requests == 0 and len(server.requests) == 1  # never retried
-        assert server.requests[0].headers["authorization"] == f"Bearer {secret}"
+        chats = [r for r in server.requests if r.path.endswith("/chat/completions")]
+        assert server.chat_requests == 0 and len(chats) == 1  # never retried
+        assert chats[0].headers["authorization"] == f"Bearer {secret}"
     message = str(caught.value)
     assert message == "fake: the API key was rejected (401); check FAKE_API_KEY"
     assert secret not in message and secret not in repr(caught.value)

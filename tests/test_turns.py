@@ -23,6 +23,7 @@ from muxtui.engine.events import (
     ChatParams,
     ChatSettings,
     ChatStatus,
+    ContextFitted,
     TurnStarted,
 )
 from muxtui.engine.paths import Paths
@@ -48,7 +49,8 @@ async def engine(fake_server: FakeOpenAIServer, paths: Paths) -> AsyncIterator[E
 
 
 async def events_of(engine: Engine, prompt: str = "hi there", **kwargs: object) -> list[object]:
-    return [event async for event in engine.run_turn("m", prompt, **kwargs)]  # type: ignore[arg-type]
+    turn = engine.run_turn("m", prompt, **kwargs)  # type: ignore[arg-type]
+    return [event async for event in turn if not isinstance(event, ContextFitted)]
 
 
 async def test_a_new_turn_announces_its_conversation_then_streams_and_stores_it(

@@ -6,7 +6,6 @@ for exactly one retry.
 """
 
 from muxtui.engine.context.fit import (
-    ContextFitted,
     ContextTooSmallError,
     FitResult,
     fit_messages,
@@ -16,6 +15,7 @@ from muxtui.engine.context.fitter import ContextFitter, TurnFit
 from muxtui.engine.context.overflow import ContextOverflow, context_overflow
 from muxtui.engine.context.tokens import estimate_tokens
 from muxtui.engine.context.window import ContextWindow, ModelRef
+from muxtui.engine.events import ContextFitted
 
 __all__ = [
     "ContextFitted",

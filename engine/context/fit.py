@@ -43,35 +43,6 @@ class ContextTooSmallError(MuxtuiError):
 
 
 @dataclass(frozen=True)
-class ContextFitted:
-    """What one turn sends of its conversation and how full that makes the model's window."""
-
-    model: str
-    sent_messages: int  # messages sent, system prompt and new message included
-    omitted: int  # earlier messages left out (the oldest ones)
-    sent_tokens: int  # counted tokens of what is sent, template included
-    limit: int | None  # the model's context window; None when unknown
-    reply_budget: int  # tokens kept free for the reply
-    counted_by: str  # "tokenizer" (the server's own) or "estimate"
-    window_source: str  # where the window came from (see ContextWindow.source)
-    retried: bool = False  # this fit follows a rejection of a looser one
-
-    @property
-    def fill(self) -> float | None:
-        """How full the window is with what is sent (0-1), or None when it is unknown."""
-        return min(1.0, self.sent_tokens / self.limit) if self.limit else None
-
-    @property
-    def notice(self) -> str:
-        """The line the chat shows when messages were left out; empty when none were."""
-        if not self.omitted:
-            return ""
-        plural = "message" if self.omitted == 1 else "messages"
-        limit = f"{self.limit:,} tokens" if self.limit else "a smaller context"
-        return f"{self.omitted:,} earlier {plural} not sent: {self.model} has {limit}"
-
-
-@dataclass(frozen=True)
 class FitResult:
     """The messages to send and what was left out."""
 

@@ -7,15 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-# Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-import muxtui.engine.backends.base  # noqa: F401
-
-# isort: split
 import httpx
 
 from muxtui.engine.config import Config
 from muxtui.engine.context.fit import (
-    ContextFitted,
     ContextTooSmallError,
     FitResult,
     fit_messages,
@@ -33,6 +28,7 @@ from muxtui.engine.context.tokens import (
     counting_margin,
 )
 from muxtui.engine.context.window import ContextWindow, ModelRef, WindowLookup, server_root
+from muxtui.engine.events import ContextFitted
 
 if TYPE_CHECKING:
     from muxtui.engine.events import ChatMessage

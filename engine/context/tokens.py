@@ -16,10 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# Imported before httpx on purpose: it keeps httpx's command line (and rich) unloaded.
-import muxtui.engine.backends.base  # noqa: F401
-
-# isort: split
 import httpx
 
 from muxtui.engine.events import ChatMessage

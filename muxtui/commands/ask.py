@@ -111,7 +111,7 @@ async def _print_turn(
     turn: AsyncGenerator[TurnEvent, None], verbose: bool, out: TextIO, err: TextIO
 ) -> int:
     """Write the reply to `out` as it streams, progress and stats to `err` with `verbose`."""
-    from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus
+    from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus, ContextFitted
 
     printed = False
     try:
@@ -123,6 +123,9 @@ async def _print_turn(
             elif isinstance(event, ChatStatus):
                 if verbose:
                     print(f"muxtui: {event.message}", file=err, flush=True)
+            elif isinstance(event, ContextFitted):
+                if event.notice:  # always: the person should know the model saw less
+                    print(f"muxtui: {event.notice}", file=err, flush=True)
             elif isinstance(event, ChatFinished):
                 if not event.text.endswith("\n"):
                     out.write("\n")
