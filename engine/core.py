@@ -45,6 +45,7 @@ from muxtui.engine.events import (
     ServerState,
 )
 from muxtui.engine.history import History
+from muxtui.engine.monitor.monitor import Monitor
 from muxtui.engine.pool import ClientPool
 from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
 from muxtui.engine.router import Router, Target
@@ -52,6 +53,8 @@ from muxtui.engine.servers import LocalEndpoint, ServerManager
 
 if TYPE_CHECKING:
     from muxtui.engine.discovery import Discovered
+    from muxtui.engine.monitor.samples import Alert, Sample
+    from muxtui.engine.monitor.series import SeriesWindow
     from muxtui.engine.paths import Paths
 
 log = logging.getLogger("muxtui.engine")
@@ -86,6 +89,8 @@ class Engine:
         self._listeners: list[Callable[[object], None]] = []
         self.servers = ServerManager(config, paths, self._server_event)
         self.router = Router(config, lambda name: self.servers.has(name))
+        self._monitor = Monitor(config.monitor, self.servers.entries, self.emit)
+        self.add_listener(self._monitor.observe)
         self._backends: dict[tuple[str, str, str, str], Backend] = {}
         self._discovery_task: asyncio.Task[None] | None = None
         self._started = False
@@ -113,6 +118,7 @@ class Engine:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self._monitor.aclose()
         try:
             await self.servers.aclose()
         finally:
@@ -152,6 +158,26 @@ class Engine:
                 listener(event)
             except Exception:
                 log.exception("engine event listener failed on %r", event)
+
+    # --- monitor -----------------------------------------------------------------------------
+
+    def samples(self) -> AsyncGenerator[Sample, None]:
+        """Each Monitor sample as it is taken; the sampler starts on first use (ConfigError)."""
+        return self._monitor.samples()
+
+    def monitor_series(self, window_s: float) -> SeriesWindow:
+        """Every Monitor series over the last `window_s` seconds, oldest first, for graphs."""
+        return self._monitor.series(window_s)
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        """The alerts the latest Monitor sample raised."""
+        return self._monitor.alerts
+
+    @property
+    def latest_sample(self) -> Sample | None:
+        """The latest Monitor sample, or None before the first."""
+        return self._monitor.latest
 
     # --- models ------------------------------------------------------------------------------
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from muxtui.engine.monitor.samples import Sample
 
 
 @dataclass(frozen=True)
@@ -114,3 +118,10 @@ class ModelEntry:
     misses: int = 0
     pinned: bool = False
     detail: str = ""  # last error, log tail, or expiry for Ollama's loaded models
+
+
+@dataclass(frozen=True)
+class SampleTaken:
+    """The Monitor took a sample: memory, CPU, model servers, GPUs and the alerts raised."""
+
+    sample: Sample

@@ -1,0 +1,1 @@
+"""Sampling memory, CPU and GPUs: the Monitor's engine side."""

@@ -1,0 +1,151 @@
+"""What a model server says about itself: llama-server's `/metrics` (with `--metrics`) and `/slots`.
+
+Read on the event loop with a short timeout, never in the sampler thread; a server that
+answers neither is asked again only after it restarts. Tokens per second come from the
+`tokens_predicted_total` counter's change between reads, KV use from `kv_cache_usage_ratio`
+where the build reports it, else from the context the busy slots fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from muxtui.engine.http_probe import http_get
+from muxtui.engine.local_models import LOOPBACK
+
+READ_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class ServerMetrics:
+    """One server's own figures; None where it does not report them."""
+
+    requests_processing: int | None = None
+    tokens_per_s: float | None = None
+    kv_used: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """A server to ask: its model name, root pid and loopback port."""
+
+    name: str
+    pid: int
+    port: int
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Metric name (labels dropped, first series wins) to value, from Prometheus text."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, rest = line.partition(" ")
+        name = name_part.split("{", 1)[0]
+        fields = rest.split()
+        if not fields or name in values:
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            values[name] = value
+    return values
+
+
+def slots_figures(slots: Any) -> tuple[int, float] | None:
+    """(requests processing, share of the context the busy slots fill) from `/slots`' JSON."""
+    if not isinstance(slots, list) or not slots:
+        return None
+    busy = 0
+    filled = 0.0
+    context = 0.0
+    for slot in slots:
+        if not isinstance(slot, dict):
+            return None
+        context += float(slot.get("n_ctx") or 0)
+        if slot.get("is_processing"):
+            busy += 1
+            filled += float(slot.get("n_prompt_tokens") or 0)
+            next_tokens = slot.get("next_token")
+            if isinstance(next_tokens, list) and next_tokens and isinstance(next_tokens[0], dict):
+                filled += float(next_tokens[0].get("n_decoded") or 0)
+    return busy, (min(filled / context, 1.0) if context > 0 else 0.0)
+
+
+class ServerMetricsReader:
+    """Asks each server for its figures; `latest` maps a model name to what it said last."""
+
+    def __init__(self) -> None:
+        self.latest: Mapping[str, ServerMetrics] = {}
+        self._unsupported: dict[tuple[int, int], set[str]] = {}  # (pid, port) -> paths
+        self._counters: dict[tuple[int, int], tuple[float, float]] = {}  # -> (tokens, time)
+
+    async def read(self, targets: Iterable[MetricsTarget]) -> None:
+        """Read every target concurrently and replace `latest` with the figures found."""
+        chosen = list(targets)
+        live = {(t.pid, t.port) for t in chosen}
+        self._unsupported = {k: v for k, v in self._unsupported.items() if k in live}
+        self._counters = {k: v for k, v in self._counters.items() if k in live}
+        results = await asyncio.gather(*(self._read_one(t) for t in chosen))
+        self.latest = {
+            target.name: metrics
+            for target, metrics in zip(chosen, results, strict=True)
+            if metrics is not None
+        }
+
+    async def _read_one(self, target: MetricsTarget) -> ServerMetrics | None:
+        key = (target.pid, target.port)
+        skip = self._unsupported.setdefault(key, set())
+        processing: int | None = None
+        tokens_per_s: float | None = None
+        kv_used: float | None = None
+        if "/metrics" not in skip:
+            prom = await self._get(target.port, "/metrics", skip)
+            if prom is not None:
+                values = parse_prometheus(prom.decode("utf-8", "replace"))
+                if "llamacpp:requests_processing" in values:
+                    processing = int(values["llamacpp:requests_processing"])
+                tokens_per_s = self._rate(key, values.get("llamacpp:tokens_predicted_total"))
+                kv_used = values.get("llamacpp:kv_cache_usage_ratio")
+        if "/slots" not in skip and kv_used is None:
+            body = await self._get(target.port, "/slots", skip)
+            figures = None
+            if body is not None:
+                try:
+                    figures = slots_figures(json.loads(body))
+                except ValueError:
+                    skip.add("/slots")
+            if figures is not None:
+                busy, kv_used = figures
+                processing = busy if processing is None else processing
+        if processing is None and tokens_per_s is None and kv_used is None:
+            return None
+        return ServerMetrics(processing, tokens_per_s, kv_used)
+
+    async def _get(self, port: int, path: str, skip: set[str]) -> bytes | None:
+        try:
+            status, body = await http_get(LOOPBACK, port, path, timeout=READ_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError):
+            return None  # busy or restarting: ask again next time
+        if status != 200:
+            skip.add(path)  # not enabled on this server (llama-server without --metrics)
+            return None
+        return body
+
+    def _rate(self, key: tuple[int, int], total: float | None) -> float | None:
+        if total is None:
+            return None
+        now = time.monotonic()
+        previous = self._counters.get(key)
+        self._counters[key] = (total, now)
+        if previous is None or now <= previous[1] or total < previous[0]:
+            return None
+        return (total - previous[0]) / (now - previous[1])
