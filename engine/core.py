@@ -165,9 +165,9 @@ class Engine:
         """Each Monitor sample as it is taken; the sampler starts on first use (ConfigError)."""
         return self._monitor.samples()
 
-    def monitor_series(self, window_s: float) -> SeriesWindow:
-        """Every Monitor series over the last `window_s` seconds, oldest first, for graphs."""
-        return self._monitor.series(window_s)
+    def monitor_series(self, window_s: float, max_points: int = 0) -> SeriesWindow:
+        """Monitor series over the last `window_s` s, oldest first, at most `max_points` each."""
+        return self._monitor.series(window_s, max_points)
 
     @property
     def alerts(self) -> tuple[Alert, ...]:

@@ -101,11 +101,13 @@ async def test_window_switch_and_no_sampling_while_hidden(engine: Engine) -> Non
         pane = app.query_one(MonitorPane)
         await wait_for(pilot, lambda: pane.repaints >= 1, "a first sample")
         graph = app.query_one("#graph-cpu", GraphCard).graph
-        assert graph.points == 120  # 1 min at 0.5 s
+        # 1 min at 0.5 s is 120 samples; the engine thins them to what the graph can draw.
+        assert pane.window_s == 60
+        assert graph.points <= 2 * graph.size.width and len(graph.values) <= graph.points
         app.query_one(ModelRows).focus()
         await pilot.press("w")
         assert "[10 min]" in str(app.query_one("#monitor-window").render())
-        assert graph.points == 1200
+        assert pane.window_s == 600 and graph.points <= 2 * graph.size.width
 
         pane.display = False
         await wait_for(pilot, lambda: not pane.sampling, "the worker to stop when hidden")

@@ -246,3 +246,33 @@ def test_slots_give_requests_and_the_context_share_in_use() -> None:
     assert slots_figures(LLAMA_SLOTS) == (1, pytest.approx(256 / 2048))
     assert slots_figures([]) is None
     assert slots_figures({"error": "slots disabled"}) is None
+
+
+def test_ring_peaks_thin_a_window_keeping_the_highest_and_the_newest() -> None:
+    ring = Ring(8)
+    for t, value in enumerate([1, 9, 2, 3, 7, 4, 5, 6, 8, 0]):
+        ring.append(float(t), float(value))
+    # Holds t=2..9: values 2 3 7 4 5 6 8 0; groups of 3 counted back from the newest.
+    assert ring.peaks(since=-math.inf, step=3) == (3.0, 7.0, 8.0)
+    assert ring.peaks(since=-math.inf, step=1) == (2.0, 3.0, 7.0, 4.0, 5.0, 6.0, 8.0, 0.0)
+    assert ring.peaks(since=7.0, step=2) == (6.0, 8.0)
+    assert Ring(4).peaks(0.0, 3) == ()
+
+
+def test_ring_windows_match_a_plain_list_at_every_wrap_position() -> None:
+    import random
+
+    rng = random.Random(3)
+    for appended in range(0, 20):
+        ring = Ring(7)
+        points = [(float(t), float(rng.randint(0, 99))) for t in range(appended)]
+        for t, value in points:
+            ring.append(t, value)
+        kept = points[-7:]
+        for since in (-1.0, 5.0, 12.5, 30.0):
+            inside = [v for t, v in kept if t >= since]
+            assert ring.window(since) == (tuple(t for t, _ in kept if t >= since), tuple(inside))
+            for step in (1, 2, 3, 5):
+                ends = range(len(inside) % step or step, len(inside) + 1, step)
+                expected = tuple(max(inside[max(end - step, 0) : end]) for end in ends)
+                assert ring.peaks(since, step) == expected, (appended, since, step)

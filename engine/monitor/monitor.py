@@ -89,12 +89,12 @@ class Monitor:
         sampler = self._sampler
         return sampler is not None and sampler.thread is not None and sampler.thread.is_alive()
 
-    def series(self, window_s: float) -> SeriesWindow:
-        """Every series over the last `window_s` seconds (empty before the first sample)."""
+    def series(self, window_s: float, max_points: int = 0) -> SeriesWindow:
+        """Every series over the last `window_s` seconds, thinned to `max_points` (0: all)."""
         sampler = self._sampler
         if sampler is None:
             return SeriesWindow(window_s, 1)
-        return sampler.history.snapshot(window_s)
+        return sampler.history.snapshot(window_s, max_points)
 
     async def samples(self) -> AsyncGenerator[Sample, None]:
         """Each new sample as it is taken (a slow consumer skips to the newest); starts sampling."""

@@ -7,7 +7,6 @@ out plain tuples the sampler thread can never change under a reader.
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 from array import array
@@ -61,33 +60,69 @@ class Ring:
 
     def window(self, since: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(times, values) of the points at or after `since`, oldest first."""
-        times, values = self._ordered()
-        start = bisect.bisect_left(times, since)
-        return tuple(times[start:]), tuple(values[start:])
+        start = self._first_at(since)
+        return tuple(self._slice(self._times, start)), tuple(self._slice(self._values, start))
 
-    def _ordered(self) -> tuple[array[float], array[float]]:
-        if self._count < self.capacity:
-            return self._times[: self._count], self._values[: self._count]
-        cut = self._next
-        return (
-            self._times[cut:] + self._times[:cut],
-            self._values[cut:] + self._values[:cut],
-        )
+    def peaks(self, since: float, step: int) -> tuple[float, ...]:
+        """The values at or after `since`, the highest of each `step` in a row, oldest first.
+
+        Groups are counted back from the newest point, so the newest is always in the last.
+        Each group is read in place: no copy of the whole window is made.
+        """
+        first = self._first_at(since)
+        if step <= 1:
+            return tuple(self._slice(self._values, first))
+        values, capacity = self._values, self.capacity
+        peaks = []
+        for end in range(first + ((self._count - first) % step or step), self._count + 1, step):
+            start = self._physical(max(end - step, first))
+            length = end - max(end - step, first)
+            if start + length <= capacity:
+                peaks.append(max(values[start : start + length]))
+            else:
+                peaks.append(max(max(values[start:]), max(values[: start + length - capacity])))
+        return tuple(peaks)
+
+    def _physical(self, logical: int) -> int:
+        """Where the `logical`-th oldest point sits in the arrays."""
+        return (self._next - self._count + logical) % self.capacity
+
+    def _first_at(self, since: float) -> int:
+        """The logical index of the first point at or after `since` (a binary search)."""
+        low, high = 0, self._count
+        times = self._times
+        while low < high:
+            middle = (low + high) // 2
+            if times[self._physical(middle)] < since:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def _slice(self, data: array[float], start: int) -> array[float]:
+        """The logical points from `start` to the newest, copied out oldest first."""
+        first, count = self._physical(start), self._count - start
+        if count <= 0:
+            return array("d")
+        if first + count <= self.capacity:
+            return data[first : first + count]
+        return data[first:] + data[: first + count - self.capacity]
 
 
 @dataclass(frozen=True)
 class SeriesWindow:
     """The values of every series over the last `window_s` seconds, oldest first.
 
-    `points` is how many samples fill the window at the sampling interval, so a graph can
+    `points` is how many points fill the window at the sampling interval, so a graph can
     leave the part of the window from before the first sample blank.
     """
 
     window_s: float
-    points: int
+    points: int  # slots the window spans, each `step` samples wide
     system: dict[str, tuple[float, ...]] = field(default_factory=dict)
     servers: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
     gpus: dict[int, dict[str, tuple[float, ...]]] = field(default_factory=dict)
+    step: int = 1  # samples per point: the highest of each run of `step` is kept
 
 
 class History:
@@ -166,23 +201,29 @@ class History:
                 return (), ()
             return rings[name].window(self._latest_ts - window_s)
 
-    def snapshot(self, window_s: float) -> SeriesWindow:
-        """The values of every series over the last `window_s` seconds."""
+    def snapshot(self, window_s: float, max_points: int = 0) -> SeriesWindow:
+        """Every series over the last `window_s` seconds, at most `max_points` each (0: all).
+
+        Longer windows are thinned by keeping the highest of each run of points, so peaks
+        survive and a reader never holds more floats than it can draw.
+        """
         with self._lock:
             since = self._latest_ts - window_s
-            points = max(1, min(self.capacity, round(window_s / self.interval)))
+            slots = max(1, min(self.capacity, round(window_s / self.interval)))
+            step = -(-slots // max_points) if max_points > 0 else 1
             return SeriesWindow(
                 window_s,
-                points,
-                {name: ring.window(since)[1] for name, ring in self._system.items()},
+                -(-slots // step),
+                {name: ring.peaks(since, step) for name, ring in self._system.items()},
                 {
-                    model: {name: ring.window(since)[1] for name, ring in rings.items()}
+                    model: {name: ring.peaks(since, step) for name, ring in rings.items()}
                     for model, (_pid, rings) in self._servers.items()
                 },
                 {
-                    index: {name: ring.window(since)[1] for name, ring in rings.items()}
+                    index: {name: ring.peaks(since, step) for name, ring in rings.items()}
                     for index, rings in self._gpus.items()
                 },
+                step,
             )
 
 

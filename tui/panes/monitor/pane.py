@@ -145,13 +145,18 @@ class MonitorPane(Widget):
         """Paint one sample: every graph, the model rows and the alerts, in one batch."""
         self.latest = sample
         self.repaints += 1
-        series = self.engine.monitor_series(self.window_s)
+        series = self.engine.monitor_series(self.window_s, self._graph_points())
         with self.app.batch_update():
             self.query_one("#monitor-window", Label).update(self._window_text())
             self._paint_system(sample, series)
             self._paint_gpus(sample, series)
             self.query_one(ModelRows).show(sample, series)
             self._paint_alerts(sample)
+
+    def _graph_points(self) -> int:
+        """Points the widest graph can show (two a cell): the engine sends no more."""
+        widest = max((graph.size.width for graph in self.query(HistoryGraph)), default=0)
+        return 2 * widest if widest > 0 else 0
 
     def action_next_window(self) -> None:
         """Switch to the next time window."""
