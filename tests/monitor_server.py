@@ -8,6 +8,8 @@ on demand. Run by the server manager as a `[local]` command:
 R MB a second, steadily, from the start (at most
 `--leak-cap-mb`). `--metrics`: answer `/metrics` (llama-server's names,
 with an old build's `kv_cache_usage_ratio` of 0.25) and `/slots`, counting T tokens a second.
+`--loading-s`: answer 503 to everything for the first S seconds, as llama-server does while
+it loads the model.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ def main() -> int:
     parser.add_argument("--leak-cap-mb", type=float, default=500.0)
     parser.add_argument("--metrics", action="store_true")
     parser.add_argument("--tokens-per-s", type=float, default=0.0)
+    parser.add_argument("--loading-s", type=float, default=0.0)
     args, _unknown = parser.parse_known_args()
     started = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/health":
+            if time.monotonic() - started < args.loading_s:  # llama-server while loading
+                self._send(503, b'{"error":"Loading model"}', "application/json")
+            elif self.path == "/health":
                 self._send(200, b'{"status":"ok"}', "application/json")
             elif self.path == "/v1/models":
                 self._send(200, b'{"data":[{"id":"monitor-model"}]}', "application/json")

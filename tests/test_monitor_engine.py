@@ -269,3 +269,42 @@ async def test_bad_interval_in_the_config_is_one_config_error(
     engine = make_engine(monitored_config({}, model_file, interval=0.0))
     with pytest.raises(ConfigError, match=r"\[monitor\] interval must be more than 0"):
         await first_sample(engine, lambda s: True)
+
+
+async def test_server_figures_are_asked_again_after_a_503_while_loading() -> None:
+    from muxtui.engine.monitor.server_metrics import MetricsTarget, ServerMetricsReader
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [sys.executable, str(SCRIPT), "--port", str(port), "--metrics", "--loading-s", "3"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        reader = ServerMetricsReader()
+        target = MetricsTarget("loading", server.pid, port)
+        for _ in range(100):  # until it listens (and still loads)
+            await reader.read([target])
+            if await _loading(port):
+                break
+            await asyncio.sleep(0.02)
+        await reader.read([target])
+        assert reader.latest == {}  # 503: nothing yet
+        for _ in range(100):
+            await reader.read([target])
+            if reader.latest:
+                break
+            await asyncio.sleep(0.05)
+        assert reader.latest["loading"].kv_used == 0.25
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def _loading(port: int) -> bool:
+    from muxtui.engine.http_probe import http_get
+
+    try:
+        status, _ = await http_get("127.0.0.1", port, "/health", timeout=0.5)
+    except OSError:
+        return False
+    return status == 503

@@ -20,6 +20,7 @@ from muxtui.engine.http_probe import http_get
 from muxtui.engine.local_models import LOOPBACK
 
 READ_TIMEOUT_S = 0.5
+_NOT_OFFERED = (404, 405, 501)  # what llama-server (501) and others answer for a missing path
 
 
 @dataclass(frozen=True)
@@ -135,9 +136,9 @@ class ServerMetricsReader:
             status, body = await http_get(LOOPBACK, port, path, timeout=READ_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError):
             return None  # busy or restarting: ask again next time
-        if status != 200:
+        if status in _NOT_OFFERED:
             skip.add(path)  # not enabled on this server (llama-server without --metrics)
-            return None
+        return body if status == 200 else None  # 503 while loading: ask again later
         return body
 
     def _rate(self, key: tuple[int, int], total: float | None) -> float | None:

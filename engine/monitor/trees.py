@@ -1,9 +1,10 @@
 """Model servers' whole process trees: RSS (anonymous vs file-backed on Linux) and CPU.
 
-Finding a tree's descendants means reading every process on the machine, so it happens every
-few seconds, not every sample; the figures of the processes found are read every sample from
-`/proc/PID/status` (one small read each) with psutil elsewhere. The same scan recognises
-servers another muxtui started: processes whose command line names a known model file.
+Looking up a tree's descendants and recognising servers another muxtui started (processes
+whose command line names a known model file) both cost more than a sample's other reads, so
+they happen every few seconds, not every sample. On Linux every figure comes from small reads
+under /proc (`status` for memory, `stat` for CPU time, `task/*/children` for descendants);
+elsewhere psutil provides them.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import psutil
 
-RESCAN_S = 5.0  # how stale a tree's list of descendants may get
+DESCENDANTS_EVERY_S = 5.0  # how stale a tree's list of descendants may get
+FOREIGN_EVERY_S = 15.0  # how often other muxtuis' servers are looked for
 _LINUX = sys.platform.startswith("linux")
+_TICKS = os.sysconf("SC_CLK_TCK") if _LINUX else 100
 
 
 @dataclass(frozen=True)
@@ -42,113 +46,147 @@ class ForeignServer:
 
 def process_memory(pid: int) -> tuple[int, int | None, int | None]:
     """(RSS, anonymous, file-backed) bytes of one process; the split is None off Linux."""
-    if _LINUX:
-        try:
-            with open(f"/proc/{pid}/status", "rb") as handle:
-                status = handle.read()
-        except OSError as exc:
-            raise psutil.NoSuchProcess(pid) from exc
-        figures = {}
-        for line in status.splitlines():
-            if line.startswith((b"VmRSS:", b"RssAnon:", b"RssFile:", b"RssShmem:")):
-                key, _, value = line.partition(b":")
-                figures[key] = int(value.split()[0]) * 1024
-        rss = figures.get(b"VmRSS", 0)
-        if b"RssAnon" in figures:
-            return (
-                rss,
-                figures[b"RssAnon"],
-                figures.get(b"RssFile", 0) + figures.get(b"RssShmem", 0),
-            )
+    if not _LINUX:
+        return psutil.Process(pid).memory_info().rss, None, None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            status = handle.read()
+    except OSError as exc:
+        raise psutil.NoSuchProcess(pid) from exc
+    figures = {}
+    for line in status.splitlines():
+        if line.startswith((b"VmRSS:", b"RssAnon:", b"RssFile:", b"RssShmem:")):
+            key, _, value = line.partition(b":")
+            figures[key] = int(value.split()[0]) * 1024
+    rss = figures.get(b"VmRSS", 0)
+    if b"RssAnon" not in figures:
         return rss, None, None
-    return psutil.Process(pid).memory_info().rss, None, None
+    return rss, figures[b"RssAnon"], figures.get(b"RssFile", 0) + figures.get(b"RssShmem", 0)
+
+
+def _cpu_seconds(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, start time) of one process; the start time tells reused pids apart."""
+    if not _LINUX:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        return times.user + times.system, int(process.create_time() * 1000)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError as exc:
+        raise psutil.NoSuchProcess(pid) from exc
+    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[19])
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of one process."""
+    if not _LINUX:
+        with contextlib.suppress(psutil.Error):
+            return [child.pid for child in psutil.Process(pid).children()]
+        return []
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _command_lines(model_paths: Iterable[str]) -> dict[int, list[str]]:
+    """The command line of every process that mentions one of the model paths."""
+    needles = [path.encode() for path in model_paths if path]
+    found: dict[int, list[str]] = {}
+    if not _LINUX:
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            argv = process.info.get("cmdline") or []
+            if any(needle.decode() in arg for arg in argv for needle in needles):
+                found[process.info["pid"]] = argv
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        if any(needle in raw for needle in needles):
+            found[int(entry.name)] = raw.decode(errors="replace").rstrip("\0").split("\0")
+    return found
 
 
 class ProcessTrees:
     """Measures process trees by their root pid; used from one thread."""
 
     def __init__(self) -> None:
-        self._processes: dict[int, psutil.Process] = {}  # kept for CPU percent deltas
-        self._children: dict[int, list[int]] = {}
-        self._cmdlines: dict[int, list[str]] = {}
-        self._scanned_at = float("-inf")
-        self._scanned_roots: frozenset[int] = frozenset()
+        self._trees: dict[int, list[int]] = {}  # root -> pids of its tree
+        self._cpu: dict[int, tuple[float, int, float]] = {}  # pid -> (seconds, start, when)
+        self._trees_at = float("-inf")
+        self._foreign_at = float("-inf")
         self._foreign: tuple[ForeignServer, ...] = ()
 
     def measure(
         self, roots: Iterable[int], now: float, model_paths: Mapping[str, str] | None = None
     ) -> dict[int, TreeFigures]:
-        """Figures of each root's tree and of each recognised foreign server's tree.
-
-        Descendants (and foreign servers) are looked up again when stale or the roots changed.
-        """
-        wanted = frozenset(roots)
-        if now - self._scanned_at >= RESCAN_S or not wanted <= self._scanned_roots:
-            self._scan(wanted, model_paths or {}, now)
+        """Figures of each root's tree and of each recognised foreign server's tree."""
+        if model_paths and now - self._foreign_at >= FOREIGN_EVERY_S:
+            self._foreign = _recognise(_command_lines(model_paths.values()), model_paths)
+            self._foreign_at = now
+        elif not model_paths:
+            self._foreign = ()
+        wanted = frozenset(roots) | {server.pid for server in self._foreign}
+        if now - self._trees_at >= DESCENDANTS_EVERY_S or not wanted <= set(self._trees):
+            self._trees = {root: self._descendants(root) for root in wanted}
+            self._trees_at = now
+            live = {pid for tree in self._trees.values() for pid in tree}
+            self._cpu = {pid: seen for pid, seen in self._cpu.items() if pid in live}
         figures = {}
-        for root in wanted | {server.pid for server in self._foreign}:
-            tree = self._tree(root)
-            if tree:
-                figures[root] = self._sum(tree)
+        for root in wanted:
+            summed = self._sum(self._trees.get(root, [root]))
+            if summed.pids:
+                figures[root] = summed
         return figures
 
     def foreign(self, own: frozenset[int]) -> tuple[ForeignServer, ...]:
-        """Servers found by their model path in the last scan, less those in `own` trees."""
+        """Servers recognised by their model file, less those inside `own` trees."""
         return tuple(server for server in self._foreign if server.pid not in own)
 
-    def _scan(self, roots: frozenset[int], model_paths: Mapping[str, str], now: float) -> None:
-        attrs = ["pid", "ppid", "cmdline"] if model_paths else ["pid", "ppid"]
-        children: dict[int, list[int]] = {}
-        cmdlines: dict[int, list[str]] = {}
-        for process in psutil.process_iter(attrs):
-            info = process.info
-            ppid = info.get("ppid")
-            if ppid is not None:
-                children.setdefault(ppid, []).append(info["pid"])
-            if model_paths and info.get("cmdline"):
-                cmdlines[info["pid"]] = info["cmdline"]
-        self._children = children
-        self._cmdlines = cmdlines
-        self._scanned_at = now
-        self._scanned_roots = roots
-        self._foreign = _recognise(cmdlines, model_paths, children) if model_paths else ()
-        live = set(self._descendants(roots)) | {s.pid for s in self._foreign}
-        for server in self._foreign:
-            live.update(self._descendants([server.pid]))
-        self._processes = {pid: p for pid, p in self._processes.items() if pid in live}
-
-    def _descendants(self, roots: Iterable[int]) -> list[int]:
+    @staticmethod
+    def _descendants(root: int) -> list[int]:
         found: list[int] = []
-        stack = list(roots)
+        stack = [root]
         seen: set[int] = set()
-        while stack:
+        while stack and len(found) < 10_000:
             pid = stack.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
-            found.append(pid)
-            stack.extend(self._children.get(pid, ()))
+            if pid not in seen:
+                seen.add(pid)
+                found.append(pid)
+                stack.extend(_children(pid))
         return found
-
-    def _tree(self, root: int) -> list[int]:
-        return self._descendants([root])
 
     def _sum(self, pids: list[int]) -> TreeFigures:
         rss = anon = file = 0
         split = True
         cpu = 0.0
         alive = []
+        clock = time.monotonic()
         for pid in pids:
             try:
                 process_rss, process_anon, process_file = process_memory(pid)
-                process = self._processes.get(pid)
-                if process is None:
-                    process = self._processes[pid] = psutil.Process(pid)
-                    process.cpu_percent(None)  # primes the delta; the first figure is 0
-                else:
-                    cpu += process.cpu_percent(None)
+                seconds, start = _cpu_seconds(pid)
             except psutil.Error:
                 continue
+            previous = self._cpu.get(pid)
+            self._cpu[pid] = (seconds, start, clock)
+            if previous is not None and previous[1] == start and clock > previous[2]:
+                cpu += 100 * max(seconds - previous[0], 0.0) / (clock - previous[2])
             alive.append(pid)
             rss += process_rss
             if process_anon is None or process_file is None:
@@ -162,11 +200,9 @@ class ProcessTrees:
 
 
 def _recognise(
-    cmdlines: Mapping[int, list[str]],
-    model_paths: Mapping[str, str],
-    children: Mapping[int, list[int]],
+    cmdlines: Mapping[int, list[str]], model_paths: Mapping[str, str]
 ) -> tuple[ForeignServer, ...]:
-    """Processes whose command line names one of the model files, roots of their trees only."""
+    """Processes serving one of the model files (`-m FILE`), roots of their trees only."""
     by_path: dict[str, str] = {}
     for model, path in model_paths.items():
         if path:
@@ -178,7 +214,7 @@ def _recognise(
         found = next((by_path[arg] for arg in _path_args(argv) if arg in by_path), None)
         if found is not None:
             matches[pid] = (found, _port(argv))
-    nested = {child for pid in matches for child in children.get(pid, ())}
+    nested = {child for pid in matches for child in _children(pid)}
     return tuple(
         ForeignServer(name, pid, port)
         for pid, (name, port) in sorted(matches.items())
@@ -187,9 +223,11 @@ def _recognise(
 
 
 def _path_args(argv: list[str]) -> Iterable[str]:
-    for arg in argv[1:]:
-        yield arg
-        if arg.startswith("-") and "=" in arg:
+    """The values given to -m / --model (llama-server, mlx_lm.server): the model file."""
+    for index, arg in enumerate(argv[1:], start=1):
+        if arg in ("-m", "--model") and index + 1 < len(argv):
+            yield argv[index + 1]
+        elif arg.startswith(("-m=", "--model=")):
             yield arg.partition("=")[2]
 
 
