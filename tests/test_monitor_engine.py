@@ -25,6 +25,7 @@ from muxtui.engine.events import SampleTaken
 from muxtui.engine.monitor.samples import Sample
 from muxtui.engine.paths import Paths
 from tests.conftest import REPO_ROOT
+from tests.test_servers import gguf  # noqa: F401  (a fixture)
 
 PY = shlex.quote(sys.executable)
 SCRIPT = REPO_ROOT / "tests" / "monitor_server.py"
@@ -47,10 +48,9 @@ def monitored_config(local: dict[str, dict[str, Any]], model: Path, **monitor: A
 
 
 @pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF" + bytes(4092))
-    return path
+def model_file(gguf: Path) -> Path:  # noqa: F811  (the fixture imported above)
+    """A small GGUF file the `[local]` entries name (the stand-in server does not read it)."""
+    return gguf
 
 
 @pytest.fixture

@@ -4,30 +4,24 @@ measured while it generates, and its own /metrics and /slots read."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from muxtui.engine.config import CacheConfig, Config, MonitorConfig
 from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatMessage, ChatParams
-from muxtui.engine.local_models import BUNDLED_GEMMA_NAME, bundled_gemma_path
+from muxtui.engine.local_models import BUNDLED_GEMMA_NAME
 from muxtui.engine.monitor.samples import Sample
 from muxtui.engine.paths import Paths
-from tests.test_llama_real import gemma_file  # noqa: F401  (the session's assembled model)
+from tests.test_llama_real import gemma_file, gemma_manager  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.llama
 
 
-async def test_gemma_is_measured_while_it_generates(gemma_file: Path, paths: Paths) -> None:  # noqa: F811
-    target = bundled_gemma_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(gemma_file, target)
-    except OSError:
-        shutil.copyfile(gemma_file, target)
+async def test_gemma_is_measured_while_it_generates(
+    gemma_manager: object,  # noqa: F811  (puts the session's model where the bundled entry looks)
+    paths: Paths,
+) -> None:
     config = Config(
         cache=CacheConfig(stall_timeout=60, stop_grace=5, ttl=0),
         monitor=MonitorConfig(interval=0.2),

@@ -10,7 +10,7 @@ import pytest
 
 from muxtui.engine.monitor import alerts as rules
 from muxtui.engine.monitor.alerts import GIB, MIB, AlertBook, StoppedServer
-from muxtui.engine.monitor.gpu import GpuReading, attribute_vram, gpu_sample
+from muxtui.engine.monitor.gpu import attribute_vram, with_attribution
 from muxtui.engine.monitor.samples import Alert, GpuSample
 from muxtui.engine.monitor.series import Ring, capacity_for
 from muxtui.engine.monitor.server_metrics import parse_prometheus, slots_figures
@@ -154,10 +154,9 @@ def test_alert_book_keeps_when_each_alert_was_first_raised() -> None:
 # --- NVML attribution on recorded (pid, bytes) lists -------------------------------------------
 
 
-def reading(used: int, processes: list[tuple[int, int]]) -> GpuReading:
-    return GpuReading(
-        0, "RTX 3090", 50.0, used, 24 * GIB, 60.0, 200.0, 350.0, 90.0, tuple(processes)
-    )
+def reading(used: int, processes: list[tuple[int, int]]) -> GpuSample:
+    """A GPU as the reader returns it: figures and the driver's (pid, bytes) list."""
+    return GpuSample(0, "RTX 3090", 50.0, used, 24 * GIB, 60.0, 200.0, processes=tuple(processes))
 
 
 def test_vram_is_attributed_through_process_trees_and_the_rest_is_other() -> None:
@@ -179,7 +178,7 @@ def test_vram_attribution_with_no_models_or_no_processes() -> None:
 
 
 def test_gpu_sample_carries_the_attribution() -> None:
-    sample = gpu_sample(reading(10 * GIB, [(10, 6 * GIB)]), {"qwen": {10}})
+    sample = with_attribution(reading(10 * GIB, [(10, 6 * GIB)]), {"qwen": {10}})
     assert sample.vram_by_model == (("qwen", 6 * GIB),)
     assert sample.vram_other == 4 * GIB
     assert sample.processes == ((10, 6 * GIB),)

@@ -12,7 +12,7 @@ import platform
 import shutil
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 from muxtui.engine.monitor.samples import GpuSample
@@ -25,58 +25,30 @@ def apple_silicon() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
-@dataclass(frozen=True)
-class GpuReading:
-    """One GPU as NVML reports it, before its VRAM is attributed to models."""
-
-    index: int
-    name: str
-    util_percent: float | None
-    memory_used: int
-    memory_total: int
-    temperature_c: float | None
-    power_w: float | None
-    power_limit_w: float | None
-    slowdown_temperature_c: float | None
-    processes: tuple[tuple[int, int], ...]  # (pid, bytes), one entry per pid
-
-
 def attribute_vram(
-    reading: GpuReading, trees: Mapping[str, Iterable[int]]
+    gpu: GpuSample, trees: Mapping[str, Iterable[int]]
 ) -> tuple[tuple[tuple[str, int], ...], int]:
     """(VRAM per model, VRAM no model accounts for) on one GPU.
 
-    `trees` maps a model name to the pids of its server's process tree. Whatever the GPU
-    reports used beyond the attributed processes (other programs, the driver, contexts of
-    processes the driver does not list) is "other", never dropped.
+    `trees` maps a model name to the pids of its server's process tree; `gpu.processes` are
+    the (pid, bytes) the driver lists. Whatever the GPU reports used beyond the attributed
+    processes (other programs, the driver, contexts of processes it does not list) is
+    "other", never dropped.
     """
     owner = {pid: name for name, pids in trees.items() for pid in pids}
     by_model: dict[str, int] = {}
-    for pid, amount in reading.processes:
+    for pid, amount in gpu.processes:
         name = owner.get(pid)
         if name is not None:
             by_model[name] = by_model.get(name, 0) + amount
     attributed = sum(by_model.values())
-    return tuple(sorted(by_model.items())), max(reading.memory_used - attributed, 0)
+    return tuple(sorted(by_model.items())), max(gpu.memory_used - attributed, 0)
 
 
-def gpu_sample(reading: GpuReading, trees: Mapping[str, Iterable[int]]) -> GpuSample:
-    """The reading with its VRAM attributed to models."""
-    by_model, other = attribute_vram(reading, trees)
-    return GpuSample(
-        index=reading.index,
-        name=reading.name,
-        util_percent=reading.util_percent,
-        memory_used=reading.memory_used,
-        memory_total=reading.memory_total,
-        temperature_c=reading.temperature_c,
-        power_w=reading.power_w,
-        power_limit_w=reading.power_limit_w,
-        slowdown_temperature_c=reading.slowdown_temperature_c,
-        processes=reading.processes,
-        vram_by_model=by_model,
-        vram_other=other,
-    )
+def with_attribution(gpu: GpuSample, trees: Mapping[str, Iterable[int]]) -> GpuSample:
+    """The GPU's figures with its VRAM attributed to models."""
+    by_model, other = attribute_vram(gpu, trees)
+    return replace(gpu, vram_by_model=by_model, vram_other=other)
 
 
 class GpuReader:
@@ -130,8 +102,8 @@ class GpuReader:
             return
         self.status = "" if self._handles else "no GPU figures: the NVIDIA driver sees no GPU"
 
-    def read(self) -> tuple[GpuReading, ...]:
-        """Every GPU's figures now; () when NVML is not there (see `status`)."""
+    def read(self) -> tuple[GpuSample, ...]:
+        """Every GPU's figures now, not yet attributed; () without NVML (see `status`)."""
         if self._nvml is None or not self._handles:
             return ()
         nvml = self._nvml
@@ -148,7 +120,7 @@ class GpuReader:
             )
             power = self._optional(nvml.nvmlDeviceGetPowerUsage, handle)
             readings.append(
-                GpuReading(
+                GpuSample(
                     index=index,
                     name=name,
                     util_percent=None if util is None else float(util.gpu),

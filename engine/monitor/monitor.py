@@ -97,8 +97,13 @@ class Monitor:
         return sampler.history.snapshot(window_s, max_points)
 
     async def samples(self) -> AsyncGenerator[Sample, None]:
-        """Each new sample as it is taken (a slow consumer skips to the newest); starts sampling."""
+        """Each new sample as it is taken (a slow consumer skips to the newest); starts sampling.
+
+        Ends when the monitor closes (at once if it already has).
+        """
         await self.start()
+        if self._closed:
+            return
         queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=1)
         self._consumers.append(queue)
         try:
@@ -112,10 +117,8 @@ class Monitor:
 
     async def start(self) -> None:
         """Open the sample log and start the sampler thread (once); ConfigError on bad settings."""
-        if self._sampler is not None:
+        if self._sampler is not None or self._closed:
             return
-        if self._closed:
-            raise RuntimeError("the monitor is closed")
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:

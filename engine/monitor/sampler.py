@@ -21,7 +21,7 @@ import psutil
 from muxtui.engine.config import MonitorConfig
 from muxtui.engine.monitor import alerts as rules
 from muxtui.engine.monitor.alerts import MIB, AlertBook, StoppedServer
-from muxtui.engine.monitor.gpu import GpuReader, apple_silicon, gpu_sample
+from muxtui.engine.monitor.gpu import GpuReader, apple_silicon, with_attribution
 from muxtui.engine.monitor.monitor import Watched
 from muxtui.engine.monitor.sample_log import SampleLog
 from muxtui.engine.monitor.samples import Alert, GpuSample, Sample, ServerSample
@@ -164,7 +164,7 @@ class Sampler:
             if server.pid in figures and server.name not in {m[0] for m in members}:
                 members.append((server.name, server.pid, server.port, True))
         trees = {name: figures[pid].pids for name, pid, _, _ in members}
-        gpus = tuple(gpu_sample(reading, trees) for reading in self.gpu.read())
+        gpus = tuple(with_attribution(gpu, trees) for gpu in self.gpu.read())
         vram: dict[str, int] = {}
         for gpu in gpus:
             for name, amount in gpu.vram_by_model:

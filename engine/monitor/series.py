@@ -24,6 +24,9 @@ SERVER_FIELDS = ("rss", "rss_anon", "cpu", "vram", "tokens_per_s", "kv_used")
 GPU_FIELDS = ("util", "memory_used", "temperature", "power")
 
 
+Points = tuple[tuple[float, ...], tuple[float, ...]]  # (times, values), oldest first
+
+
 def capacity_for(interval: float) -> int:
     """How many points hold an hour of samples at `interval` seconds (bounded)."""
     return max(60, min(MAX_POINTS, math.ceil(HISTORY_S / max(interval, 1e-3))))
@@ -58,7 +61,7 @@ class Ring:
             return None
         return self._values[self._next - 1]
 
-    def window(self, since: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def window(self, since: float) -> Points:
         """(times, values) of the points at or after `since`, oldest first."""
         start = self._first_at(since)
         return tuple(self._slice(self._times, start)), tuple(self._slice(self._values, start))
@@ -176,27 +179,21 @@ class History:
                     if figure is not None:
                         rings[field_name].append(ts, figure)
 
-    def system(self, name: str, window_s: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def system(self, name: str, window_s: float) -> Points:
         """(times, values) of one system series over the last `window_s` seconds."""
-        with self._lock:
-            return self._system[name].window(self._latest_ts - window_s)
+        return self._window(self._system, name, window_s)
 
-    def server(
-        self, model: str, name: str, window_s: float
-    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def server(self, model: str, name: str, window_s: float) -> Points:
         """(times, values) of one server series; empty when the server is not running."""
-        with self._lock:
-            kept = self._servers.get(model)
-            if kept is None:
-                return (), ()
-            return kept[1][name].window(self._latest_ts - window_s)
+        kept = self._servers.get(model)
+        return self._window(kept[1] if kept is not None else None, name, window_s)
 
-    def gpu(
-        self, index: int, name: str, window_s: float
-    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def gpu(self, index: int, name: str, window_s: float) -> Points:
         """(times, values) of one GPU series; empty for an unknown GPU."""
+        return self._window(self._gpus.get(index), name, window_s)
+
+    def _window(self, rings: dict[str, Ring] | None, name: str, window_s: float) -> Points:
         with self._lock:
-            rings = self._gpus.get(index)
             if rings is None:
                 return (), ()
             return rings[name].window(self._latest_ts - window_s)
