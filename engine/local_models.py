@@ -30,12 +30,9 @@ GGUF_MAGIC = b"GGUF"
 LOOPBACK = "127.0.0.1"
 BUNDLED_GEMMA_NAME = "gemma-3-270m"
 # `{llama}` is the llama-server muxtui found: the one on PATH, else the bundled one.
-# `--metrics` lets the Monitor read tokens/s and requests in flight from its /metrics.
-DEFAULT_LLAMA_CMD = "{llama} -m {path} --host {host} --port {port} -c 4096 --metrics"
+DEFAULT_LLAMA_CMD = "{llama} -m {path} --host {host} --port {port} -c 4096"
 # The bundled Gemma is a base model without a chat template of its own.
-BUNDLED_GEMMA_CMD = (
-    "{llama} -m {path} --host {host} --port {port} --chat-template gemma -c 2048 --metrics"
-)
+BUNDLED_GEMMA_CMD = "{llama} -m {path} --host {host} --port {port} --chat-template gemma -c 2048"
 MLX_HEALTH = "/v1/models"  # mlx_lm.server has no /health on every version
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
 

@@ -282,14 +282,15 @@ async def test_server_figures_are_asked_again_after_a_503_while_loading() -> Non
     try:
         reader = ServerMetricsReader()
         target = MetricsTarget("loading", server.pid, port)
-        for _ in range(100):  # until it listens (and still loads)
-            await reader.read([target])
+        for _ in range(400):  # until it listens, still loading (at most ~20 s)
             if await _loading(port):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the stand-in server never answered")
         await reader.read([target])
-        assert reader.latest == {}  # 503: nothing yet
-        for _ in range(100):
+        assert reader.latest == {}  # 503: nothing yet, and nothing marked as not offered
+        for _ in range(400):  # the 3 s of loading pass (at most ~20 s)
             await reader.read([target])
             if reader.latest:
                 break

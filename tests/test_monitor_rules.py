@@ -227,7 +227,7 @@ llamacpp:requests_deferred 0
 
 LLAMA_SLOTS = json.loads(
     '[{"id":0,"n_ctx":1024,"is_processing":false},'
-    '{"id":1,"n_ctx":1024,"is_processing":true,"n_prompt_tokens":200,'
+    '{"id":1,"n_ctx":1024,"is_processing":true,"id_task":7,"n_prompt_tokens":200,'
     '"next_token":[{"has_next_token":true,"n_remain":-1,"n_decoded":56}]}]'
 )
 
@@ -241,8 +241,12 @@ def test_prometheus_text_is_parsed() -> None:
     assert "llamacpp:kv_cache_usage_ratio" not in values  # this build no longer reports it
 
 
-def test_slots_give_requests_and_the_context_share_in_use() -> None:
-    assert slots_figures(LLAMA_SLOTS) == (1, pytest.approx(256 / 2048))
+def test_slots_give_requests_the_context_share_in_use_and_tokens_generated() -> None:
+    figures = slots_figures(LLAMA_SLOTS)
+    assert figures is not None
+    assert figures.busy == 1
+    assert figures.kv_used == pytest.approx(256 / 2048)
+    assert figures.decoded == {(1, 7): 56}
     assert slots_figures([]) is None
     assert slots_figures({"error": "slots disabled"}) is None
 
