@@ -1,7 +1,8 @@
 """The config file: typed settings, validated on load, saved atomically with mode 0600.
 
 The shape is a contract (DESIGN.md): `[providers.NAME]`, `[models.NAME]`, `[local.NAME]`,
-`[cache]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its metadata.
+`[cache]`, `[monitor]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its
+metadata.
 """
 
 from __future__ import annotations
@@ -123,6 +124,23 @@ class NetworkConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """How often memory, CPU and GPUs are sampled, where samples are logged, when to alert."""
+
+    interval: float = _doc("Seconds between samples.", 1.0)
+    log: str = _doc("JSONL file each sample is appended to; empty = off.", "")
+    log_max_mb: float = _doc("Size at which the sample log is rotated (one old file kept).", 20.0)
+    ram_available_pct: float = _doc("Alert when available RAM falls below this percentage.", 10.0)
+    swap_in_mb_s: float = _doc("Alert when swapping in faster than this (MB/s, 10 s mean).", 1.0)
+    leak_window_s: float = _doc("Idle seconds over which a server's memory trend is fitted.", 600.0)
+    leak_mb: float = _doc("Alert when an idle server's RSS trend adds this much per window.", 128.0)
+    self_growth_mb: float = _doc("Alert when muxtui's RSS grows this much over its start.", 200.0)
+    vram_return_s: float = _doc("Seconds after a server stops by which its VRAM is free.", 10.0)
+    gpu_temp_margin_c: float = _doc("Alert this many degrees C below a GPU's slowdown point.", 5.0)
+    gpu_power_pct: float = _doc("Alert when a GPU draws this share of its power limit.", 95.0)
+
+
+@dataclass
 class UIConfig:
     """The TUI's saved choices."""
 
@@ -140,6 +158,7 @@ class Config:
     local: dict[str, LocalModelConfig] = _doc("Local servers muxtui starts.", factory=dict)
     cache: CacheConfig = _doc("Warm-server limits.", factory=CacheConfig)
     network: NetworkConfig = _doc("Pooling, timeouts, retries.", factory=NetworkConfig)
+    monitor: MonitorConfig = _doc("Sampling, sample log and alerts.", factory=MonitorConfig)
     ui: UIConfig = _doc("TUI choices.", factory=UIConfig)
 
 

@@ -38,6 +38,8 @@ from muxtui.engine.events import (
 from muxtui.engine.fit.facade import FitMixin
 from muxtui.engine.history import History
 from muxtui.engine.local.manager import ServerManager
+from muxtui.engine.monitor.facade import MonitorMixin
+from muxtui.engine.monitor.monitor import Monitor
 from muxtui.engine.pool import ClientPool
 from muxtui.engine.redact import known_secrets, redact_error
 from muxtui.engine.retry import RetryPolicy
@@ -55,7 +57,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(FitMixin):
+class Engine(FitMixin, MonitorMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(
@@ -80,6 +82,8 @@ class Engine(FitMixin):
         self._turns = Turns(self.history, self.start, self.chat, self.check_model, self.secrets)
         self._streamer = ChatStreamer(self)
         self.context = ContextFitter(config)
+        self._monitor = Monitor(config.monitor, self.servers.entries, self.emit)
+        self.add_listener(self._monitor.observe)
         self._discovery_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -107,6 +111,7 @@ class Engine(FitMixin):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._discovery.aclose()
+        await self._monitor.aclose()
         try:
             await self.servers.aclose()
         finally:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from muxtui.engine.errors import SettingsError
+
+if TYPE_CHECKING:
+    from muxtui.engine.monitor.samples import Sample
 
 
 @dataclass(frozen=True)
@@ -310,3 +313,10 @@ class ModelEntry:
     pinned: bool = False
     detail: str = ""  # last error, log tail, or expiry for Ollama's loaded models
     incompatible: str | None = None  # why its runtime cannot run on this machine (never default)
+
+
+@dataclass(frozen=True)
+class SampleTaken:
+    """The Monitor took a sample: memory, CPU, model servers, GPUs and the alerts raised."""
+
+    sample: Sample
