@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Collapsible, Input, Label
+from textual.widgets import Collapsible, Input, Label, Static
 
 if TYPE_CHECKING:
     from muxtui.engine.events import ChatParams
@@ -37,7 +37,39 @@ def _setting_widgets() -> list[Widget]:
             ),
             classes="setting-row",
         ),
+        Static("", id="settings-problem", markup=False),
     ]
+
+
+def check_temperature(text: str) -> float | None:
+    """The temperature in `text` (empty: the server's default); raises if not within 0 to 2."""
+    if not text:
+        return None
+    try:
+        temperature = float(text)
+    except ValueError:
+        temperature = -1.0
+    if not 0.0 <= temperature <= 2.0:
+        raise ChatSettingsError(
+            f"temperature {text!r} is out of range: use 0 to 2, or leave it empty for the "
+            "server's default"
+        )
+    return temperature
+
+
+def check_max_tokens(text: str) -> int | None:
+    """The max tokens in `text` (empty: the server's default); raises unless a whole number > 0."""
+    if not text:
+        return None
+    try:
+        max_tokens = int(text)
+    except ValueError:
+        max_tokens = 0
+    if max_tokens < 1:
+        raise ChatSettingsError(
+            f"max tokens {text!r} must be a whole number above 0, or empty for the server's default"
+        )
+    return max_tokens
 
 
 class ChatSettings(Collapsible):
@@ -69,6 +101,14 @@ class ChatSettings(Collapsible):
             await self.query_one(Collapsible.Contents).mount_all(_setting_widgets())
         self.query_one("#system-prompt", Input).focus()
 
+    async def toggle(self) -> bool:
+        """Open the settings if closed, else close them; returns whether they are open now."""
+        if self.collapsed:
+            await self.open()
+            return True
+        self.collapsed = True
+        return False
+
     @property
     def system_prompt(self) -> str:
         """The system prompt, stripped; empty means none."""
@@ -78,37 +118,20 @@ class ChatSettings(Collapsible):
         """The sampling settings as the engine takes them; raises ChatSettingsError if invalid."""
         from muxtui.engine.events import ChatParams
 
-        temperature_text = self._values["temperature"].strip()
-        max_tokens_text = self._values["max-tokens"].strip()
-        temperature: float | None = None
-        max_tokens: int | None = None
-        if temperature_text:
-            try:
-                temperature = float(temperature_text)
-            except ValueError:
-                temperature = -1.0
-            if not 0.0 <= temperature <= 2.0:
-                raise ChatSettingsError(
-                    f"temperature {temperature_text!r} is out of range: use 0 to 2, or leave "
-                    "it empty for the server's default (Ctrl+S opens the settings)"
-                )
-        if max_tokens_text:
-            try:
-                max_tokens = int(max_tokens_text)
-            except ValueError:
-                max_tokens = 0
-            if max_tokens < 1:
-                raise ChatSettingsError(
-                    f"max tokens {max_tokens_text!r} must be a whole number above 0, or empty "
-                    "for the server's default (Ctrl+S opens the settings)"
-                )
-        return ChatParams(temperature=temperature, max_tokens=max_tokens)
+        try:
+            return ChatParams(
+                temperature=check_temperature(self._values["temperature"].strip()),
+                max_tokens=check_max_tokens(self._values["max-tokens"].strip()),
+            )
+        except ChatSettingsError as exc:
+            raise ChatSettingsError(f"{exc} (Ctrl+S opens the settings)") from None
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Remember the value, and keep a one-line summary in the title while collapsed."""
         event.stop()
         if event.input.id in self._values:
             self._values[event.input.id] = event.value
+        self._show_problem(event.input)
         parts = []
         if self.system_prompt:
             parts.append("system prompt")
@@ -117,3 +140,21 @@ class ChatSettings(Collapsible):
         if value := self._values["max-tokens"].strip():
             parts.append(f"max {value} tokens")
         self.title = "Settings" + (f": {', '.join(parts)}" if parts else "")
+
+    def _show_problem(self, changed: Input) -> None:
+        """Say what is wrong with the value being typed, in one line under the inputs."""
+        problem = ""
+        checks = (("temperature", check_temperature), ("max-tokens", check_max_tokens))
+        for input_id, check in checks:
+            try:
+                check(self._values[input_id].strip())
+            except ChatSettingsError as exc:
+                problem = problem or str(exc)
+                bad = True
+            else:
+                bad = False
+            if changed.id == input_id:
+                changed.set_class(bad, "-invalid")
+        line = self.query_one("#settings-problem", Static)
+        line.update(problem)
+        line.display = bool(problem)
