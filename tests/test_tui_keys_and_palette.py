@@ -53,8 +53,10 @@ async def palette_titles(pilot: object) -> list[str]:
     await pilot.press("ctrl+p")
     await wait_until(
         pilot,
-        lambda: bool(pilot.app.screen.query(CommandList))
-        and pilot.app.screen.query_one(CommandList).option_count > 10,
+        lambda: (
+            bool(pilot.app.screen.query(CommandList))
+            and pilot.app.screen.query_one(CommandList).option_count > 10
+        ),
         "the palette's commands",
     )
     await pilot.pause(0.3)  # let every provider finish listing
@@ -95,9 +97,9 @@ async def test_palette_commands_reach_a_pane_not_shown_yet(
         await pilot.press(*"Pin or unpin model")
         await wait_until(
             pilot,
-            lambda: str(
-                app.screen.query_one(CommandList).get_option_at_index(0).prompt
-            ).startswith("Pin or unpin"),
+            lambda: str(app.screen.query_one(CommandList).get_option_at_index(0).prompt).startswith(
+                "Pin or unpin"
+            ),
             "the pin command",
         )
         await pilot.press("enter")

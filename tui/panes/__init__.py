@@ -9,7 +9,7 @@ else. The contract:
   started, the tab says so and the pane mounts as soon as it has. Only the pane marked
   `first_frame` (Chat) is composed into the first frame, before the engine is imported: it is
   built as `PaneClass(None)` and the app sets its `engine` attribute once the engine has started
-  (attributes go down).
+  (attributes go down). Until then it reads the config and paths from the app (`PaneHost`).
 - **Engine events.** The app forwards every engine event to every mounted pane as a
   `muxtui.tui.bridge.EventReceived` message whose `data` is the engine's frozen dataclass
   (`ModelsChanged`, `ServerStateChanged`, ...); a pane that cares handles it, reading the data
@@ -35,7 +35,7 @@ import importlib
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from textual.message import Message
 
@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
     from textual.widget import Widget
 
+    from muxtui.engine.config import Config
     from muxtui.engine.core import Engine
+    from muxtui.engine.paths import Paths
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,14 @@ class PaneSpec:
         spec = find_spec(self.module)
         assert spec is not None and spec.origin is not None, self.module
         return Path(spec.origin).parent / self.css
+
+
+class PaneHost(Protocol):
+    """What a first-frame pane may read from the app (`cast(PaneHost, self.app)`) before the
+    engine exists; once it runs, the engine holds the same config and paths."""
+
+    config: Config
+    paths: Paths
 
 
 class TitleChanged(Message):

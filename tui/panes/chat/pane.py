@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,7 +14,7 @@ from textual.widgets import OptionList, Static
 
 from muxtui.tui.bridge import DiscoveryFinished, EngineFailed, EventReceived
 from muxtui.tui.display import describe, key_hint, key_hints
-from muxtui.tui.panes import ChoiceMade, TitleChanged
+from muxtui.tui.panes import ChoiceMade, PaneHost, TitleChanged
 from muxtui.tui.panes.chat.chat_log import ChatLog, shown
 from muxtui.tui.panes.chat.chat_settings import ChatSettings, ChatSettingsError
 from muxtui.tui.panes.chat.conversation_list import ConversationList
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from muxtui.engine.config import Config
     from muxtui.engine.core import Engine
     from muxtui.engine.events import ChatMessage
-    from muxtui.engine.paths import Paths
-
-
-class _Host(Protocol):
-    """What the pane reads from the app before the engine exists (see the pane contract)."""
-
-    config: Config
-    paths: Paths
 
 
 class ChatPane(Horizontal):
@@ -84,7 +76,7 @@ class ChatPane(Horizontal):
     @property
     def config(self) -> Config:
         """The app's config (the engine's too, once it runs)."""
-        return cast(_Host, self.app).config
+        return cast(PaneHost, self.app).config
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -106,7 +98,7 @@ class ChatPane(Horizontal):
             )
             yield ChatSettings(id="chat-settings")
             yield EmptyState(
-                cast(_Host, self.app).paths.config_file,
+                cast(PaneHost, self.app).paths.config_file,
                 key_hints(keymap, [*self.BINDINGS, *PromptInput.BINDINGS], spelled_out=True),
                 searching=self.discovering,
                 discovery=config.network.discovery,
@@ -134,21 +126,16 @@ class ChatPane(Horizontal):
 
     @on(EventReceived)
     async def _event_received(self, event: EventReceived) -> None:
-        from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus, ModelsChanged
+        from muxtui.engine.events import ChatFinished, ModelsChanged
 
         data = event.data
         if event.turn_id:
             turn = self.turn
-            if turn is None or turn.turn_id != event.turn_id:
-                return  # a turn the person has left
-            if isinstance(data, ChatStatus):
-                turn.view.show_status(turn.loading_words.describe(data.message))
-            elif isinstance(data, ChatDelta):
-                turn.view.append(data.text)
-            elif isinstance(data, ChatFinished):
-                self._end_turn()
-                self.context.append(chat_message("assistant", data.text))
-                await turn.view.finish("complete", text=data.text, stats=data.stats)
+            if turn is not None and turn.turn_id == event.turn_id:  # else a turn left behind
+                if isinstance(data, ChatFinished):
+                    self._end_turn()
+                    self.context.append(chat_message("assistant", data.text))
+                await turn.show(data)
         elif isinstance(data, ModelsChanged):
             self.query_one(ModelBar).names = data.names
         elif isinstance(data, DiscoveryFinished):

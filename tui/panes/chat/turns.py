@@ -34,6 +34,17 @@ class Turn:
     stats: ChatStats | None = None
     loading_words: LoadingWords = field(default_factory=LoadingWords)
 
+    async def show(self, event: object) -> None:
+        """Show one event of the reply's stream in its view."""
+        from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus
+
+        if isinstance(event, ChatStatus):
+            self.view.show_status(self.loading_words.describe(event.message))
+        elif isinstance(event, ChatDelta):
+            self.view.append(event.text)
+        elif isinstance(event, ChatFinished):
+            await self.view.finish("complete", text=event.text, stats=event.stats)
+
 
 class TurnEnded(Message):
     """A reply ended without completing: stopped by the person, or failed with `error`."""
