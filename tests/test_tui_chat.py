@@ -6,11 +6,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from textual.widgets import Label, Tab
+from textual.widgets import Label
 
 from muxtui.engine.config import load_config
 from muxtui.tui.panes.chat.conversation_list import ConversationList
 from muxtui.tui.panes.chat.message_view import MessageView
+from muxtui.tui.widgets.pane_tabs import PaneTabs
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import (
     chat_pane,
@@ -277,18 +278,18 @@ async def test_keys_are_remapped_from_the_config(
         await started(pilot)
         hint = app.query_one("#sidebar .hint.-unfocused", Label)
         assert str(hint.render()) == "^l pick · ^b new"
-        tab = app.query_one("#--content-tab-models", Tab)
-        assert str(tab.label) == "Models F9"
+        tabs = app.query_one(PaneTabs)
+        assert "Models F9" in str(tabs.render())
         await send_prompt(pilot, "one")
         await reply_done(pilot)
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: views(app) == [], "the new chat")
         await pilot.press("f3")  # no longer bound
         await pilot.pause()
-        assert app.query_one("#panes").active == "chat"
+        assert app.active_pane == "chat"
         await pilot.press("f9")
         await pilot.pause()
-        assert app.query_one("#panes").active == "models"
+        assert app.active_pane == "models"
 
 
 async def test_first_run_with_nothing_configured_explains_what_to_do(

@@ -14,6 +14,7 @@ from muxtui.tui.panes.chat.conversation_list import ConversationList
 from muxtui.tui.panes.chat.empty_state import EmptyState
 from muxtui.tui.panes.chat.prompt_input import PromptInput
 from muxtui.tui.panes.models.model_table import ModelTable
+from muxtui.tui.widgets.footer import KeysFooter
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import (
     chat_pane,
@@ -104,7 +105,7 @@ async def test_palette_commands_reach_a_pane_not_shown_yet(
         )
         await pilot.press("enter")
         await wait_until(pilot, lambda: bool(app.query(ModelTable)), "the Models pane")
-        assert app.query_one("#panes").active == "models"
+        assert app.active_pane == "models"
         # The first row is a remote model: the pane says what to do instead of pinning it.
         await wait_until(
             pilot,
@@ -219,3 +220,36 @@ async def test_settings_say_the_allowed_range_while_typing(
         sent = fake_server.requests[-1].json
         assert sent["temperature"] == 1.5 and sent["max_tokens"] == 16
         assert chat_pane(app).turn is None
+
+
+async def test_clicks_switch_panes_open_the_picker_and_the_settings(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig
+) -> None:
+    app = make_app(write_config(provider_config(fake_server.base_url)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot)
+        await pilot.click("#pane-tabs", offset=(13, 0))  # "Models F3", after "Chat F2"
+        await wait_until(pilot, lambda: bool(app.query(ModelTable)), "the Models pane")
+        assert app.active_pane == "models"
+        await pilot.click("#pane-tabs", offset=(3, 0))
+        await pilot.pause()
+        assert app.active_pane == "chat"
+
+        await pilot.click("#chat-toolbar", offset=(10, 0))
+        await wait_until(
+            pilot, lambda: type(app.screen).__name__ == "ModelPickerScreen", "the picker"
+        )
+        await pilot.press("escape")
+        await pilot.pause()
+        footer = app.query_one(KeysFooter)
+        await pilot.click(KeysFooter, offset=(str(footer.render()).index("^o Model") + 1, 0))
+        await wait_until(
+            pilot, lambda: type(app.screen).__name__ == "ModelPickerScreen", "the picker again"
+        )
+        await pilot.press("escape")
+        await pilot.pause()
+
+        await pilot.click("#settings-title")
+        await wait_until(pilot, lambda: bool(app.query("#system-prompt")), "the settings")
+        assert app.query_one("#system-prompt").has_focus
+        assert str(app.query_one("#settings-title", Static).render()).startswith("▼ Settings")

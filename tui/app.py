@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 from collections.abc import Iterable
 from functools import partial
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.content import Content
+from textual.containers import Container
 from textual.screen import Screen
 from textual.widget import MountError, Widget
-from textual.widgets import Header, Static, Tab, TabbedContent, TabPane, Tabs
-from textual.widgets._tabs import Underline  # textual is pinned (==8.2.8)
+from textual.widgets import ContentSwitcher, Header, Static
 
 from muxtui.engine.config import Config, update_config_file
 from muxtui.engine.errors import MuxtuiError
@@ -33,6 +33,7 @@ from muxtui.tui.bridge import (
 from muxtui.tui.display import describe, key_hint
 from muxtui.tui.panes import PANES, ChoiceMade, PaneSpec, TitleChanged
 from muxtui.tui.widgets.footer import KeysFooter
+from muxtui.tui.widgets.pane_tabs import PaneTabs
 
 if TYPE_CHECKING:
     from textual.theme import Theme
@@ -73,7 +74,7 @@ def _pane_styles() -> list[str | PurePath]:
 class MuxtuiApp(App[int]):
     """Chat with local and remote models and keep local model servers warm."""
 
-    CSS_PATH: ClassVar[list[str | PurePath]] = ["app.tcss", *_pane_styles()]
+    CSS_PATH: ClassVar[list[str | PurePath]] = [Path(__file__).parent / "app.tcss", *_pane_styles()]
     TITLE = "muxtui"
     SUB_TITLE = "New chat"
     # Textual annotates these as `ClassVar[...] | None`, which mypy reads as instance variables.
@@ -115,9 +116,24 @@ class MuxtuiApp(App[int]):
         except ThemeFileError as exc:
             self._theme_file_error = str(exc)
         wanted = config.ui.theme
-        self.theme = wanted if wanted in self.available_themes else self._fallback_theme()
+        self._use_theme(wanted if wanted in self.available_themes else self._fallback_theme())
         if config.ui.keys:
             self.set_keymap(config.ui.keys)
+
+    def _use_theme(self, name: str) -> None:
+        """Start in theme `name` without the theme watcher.
+
+        Setting `theme` runs Textual's watcher, which queues a full re-parse of the CSS and a
+        restyle of every widget: at start-up that doubles the styling work of the first frame.
+        Before the app runs (nothing is parsed or styled yet), the theme's variables and the
+        classes the watcher sets are all a theme needs.
+        """
+        self.set_reactive(App.theme, name)
+        self.stylesheet.set_variables(self.get_css_variables())
+        dark = self.current_theme.dark
+        self.set_class(dark, "-dark-mode", update=False)
+        self.set_class(not dark, "-light-mode", update=False)
+        self.set_class(True, f"-theme-{name}", update=False)
 
     def _fallback_theme(self) -> str:
         return DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
@@ -133,30 +149,33 @@ class MuxtuiApp(App[int]):
         }
 
     def compose(self) -> ComposeResult:
-        """Header, one tab per registered pane (only the first-frame one filled), the footer."""
+        """Header, the pane strip, one slot per registered pane (only the first-frame one
+        filled), the footer."""
         yield Header(show_clock=False, icon="◆")
         initial = next(spec for spec in PANES if spec.first_frame)
-        with TabbedContent(id="panes", initial=initial.id):
+        keymap = self.config.ui.keys
+        tabs = [
+            (spec.id, spec.title, key_hint(keymap, self.BINDINGS, f"pane-{spec.id}").upper())
+            for spec in PANES
+        ]
+        yield PaneTabs(tabs, initial.id, id="pane-tabs")
+        with ContentSwitcher(id="panes", initial=initial.id):
             for spec in PANES:
-                key = key_hint(self.config.ui.keys, self.BINDINGS, f"pane-{spec.id}")
-                label = Content.assemble(spec.title, " ", (key.upper(), "dim"))
                 if spec.first_frame:
                     pane = spec.load()(None)
                     self.panes[spec.id] = pane
-                    yield TabPane(label, pane, id=spec.id)
+                    yield Container(pane, id=spec.id, classes="pane-slot")
                 else:
-                    yield TabPane(label, id=spec.id)
+                    yield Container(id=spec.id, classes="pane-slot")
         yield KeysFooter()
 
     async def on_mount(self) -> None:
         """Save theme changes, report a broken theme file, start the engine after the frame."""
-        # Focus and compose the footer's keys now, so the first frame has them (Textual would
-        # focus as the screen resumes, and the footer would show its keys a refresh later).
+        # Focus now, so the first frame has the focused pane's keys in the footer (Textual would
+        # focus as the screen resumes, and the footer would change a refresh later).
         initial = next(spec for spec in PANES if spec.first_frame)
         if initial.focus:
             self.screen.set_focus(self.query_one(f"#{initial.focus}"), scroll_visible=False)
-        await self.query_one(KeysFooter).show_keys()
-        self._place_tab_underline()
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self._theme_file_error:
             self.notify(self._theme_file_error, title="theme file", severity="warning")
@@ -170,29 +189,10 @@ class MuxtuiApp(App[int]):
         # cannot delay it (or the refreshes right after it, e.g. the terminal's resize).
         self.call_after_refresh(self.set_timer, FIRST_FRAME_SETTLE_S, self._start_engine)
 
-    def _place_tab_underline(self) -> None:
-        """Put the tabs' underline under the active tab before the first frame.
-
-        Textual places it a refresh after the first frame, once the tabs are laid out: a second
-        visible change. Tabs are `width: auto` in a row, so the place follows from the labels and
-        padding; Textual's own placement then sets the same values (no change, no repaint).
-        """
-        tabs = self.query_one("#panes Tabs", Tabs)
-        x = 0
-        for tab in tabs.query("#tabs-list > Tab").results(Tab):
-            if not tab.display:
-                continue
-            gutter = tab.styles.gutter
-            if tab.has_class("-active"):
-                underline = tabs.query_one(Underline)
-                underline.highlight_start = x + gutter.left
-                underline.highlight_end = x + gutter.left + tab.label.cell_length
-                return
-            x += gutter.width + tab.styles.margin.width + tab.label.cell_length
-
     # --- engine ------------------------------------------------------------------------------
 
     def _start_engine(self) -> None:
+        gc.enable()  # see run_app
         self.run_worker(self._run_engine_start(), group="engine", exit_on_error=False)
 
     async def _run_engine_start(self) -> None:
@@ -218,9 +218,8 @@ class MuxtuiApp(App[int]):
         for spec in PANES:
             if spec.first_frame and (pane := self.panes.get(spec.id)) is not None:
                 pane.engine = self.engine  # type: ignore[attr-defined]  # see the pane contract
-        active = self.query_one(TabbedContent).active
-        if active not in self.panes:  # shown while the engine was starting
-            await self._mount_pane(active)
+        if self.active_pane not in self.panes:  # shown while the engine was starting
+            await self._mount_pane(self.active_pane)
 
     @on(EventReceived)
     def _event_received(self, event: EventReceived) -> None:
@@ -228,9 +227,9 @@ class MuxtuiApp(App[int]):
         if isinstance(event.data, EngineFailed):
             self.engine_error = event.data.error
             self.notify(event.data.error, title="muxtui could not start", severity="error")
-            for tab_pane in self.query(TabPane).results(TabPane):
-                if tab_pane.id not in self.panes:
-                    self._show_placeholder(tab_pane)
+            for slot in self.query(".pane-slot").results(Container):
+                if slot.id not in self.panes:
+                    self._show_placeholder(slot)
         for pane in self.panes.values():
             pane.post_message(EventReceived(event.data, event.turn_id))
 
@@ -250,46 +249,45 @@ class MuxtuiApp(App[int]):
         """The mounted pane with this id, or None if it has not been shown yet."""
         return self.panes.get(pane_id)
 
+    @property
+    def active_pane(self) -> str:
+        """The id of the pane shown."""
+        return self.query_one(PaneTabs).active
+
     async def action_show_pane(self, pane_id: str) -> None:
         """Switch to a pane by id (mounting it the first time) and focus its main widget."""
-        self.query_one(TabbedContent).active = pane_id
+        self.query_one(PaneTabs).active = pane_id
+        self.query_one("#panes", ContentSwitcher).current = pane_id
         await self._mount_pane(pane_id)
         self._focus_pane(pane_id)
-
-    @on(TabbedContent.TabActivated, "#panes")
-    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane_id = event.pane.id
-        if pane_id is not None and pane_id not in self.panes:
-            await self._mount_pane(pane_id)
-            self._focus_pane(pane_id)
 
     async def _mount_pane(self, pane_id: str) -> Widget | None:
         """Mount a pane built with the engine; until the engine has started, say so instead."""
         if pane_id in self.panes:
             return self.panes[pane_id]
-        tab_pane = self.query_one(f"#panes #{pane_id}", TabPane)
+        slot = self.query_one(f"#panes > #{pane_id}", Container)
         if self.engine is None or not self.engine_started:
-            self._show_placeholder(tab_pane)
+            self._show_placeholder(slot)
             return None
         spec = next(spec for spec in PANES if spec.id == pane_id)
         pane = spec.load()(self.engine)
         self.panes[pane_id] = pane
-        await tab_pane.remove_children()
+        await slot.remove_children()
         with contextlib.suppress(MountError):  # the app is already closing
-            await tab_pane.mount(pane)
+            await slot.mount(pane)
         return pane
 
-    def _show_placeholder(self, tab_pane: TabPane) -> None:
+    def _show_placeholder(self, slot: Container) -> None:
         text = (
             f"muxtui could not start its engine: {self.engine_error}"
             if self.engine_error
             else "Starting the engine…"
         )
-        placeholders = tab_pane.query(".pane-placeholder")
+        placeholders = slot.query(".pane-placeholder")
         if placeholders:
             placeholders.first(Static).update(text)
         else:
-            tab_pane.mount(Static(text, classes="pane-placeholder", markup=False))
+            slot.mount(Static(text, classes="pane-placeholder", markup=False))
 
     def _focus_pane(self, pane_id: str) -> None:
         spec = next(spec for spec in PANES if spec.id == pane_id)
@@ -387,6 +385,11 @@ def _pane_commands(app: MuxtuiApp, spec: PaneSpec) -> Iterable[SystemCommand]:
 
 def run_app(config: Config, paths: Paths) -> int:
     """Run the full-screen app until the person quits; returns the exit status."""
+    # What the imports made lives as long as the process: frozen, no collection walks it again.
+    # Collections also wait until the first frame is painted (`_start_engine` turns them back
+    # on): a full one in the middle of it costs as much as laying the frame out.
+    gc.freeze()
+    gc.disable()
     app = MuxtuiApp(config, paths)
     app.run()
     return app.return_code or 0

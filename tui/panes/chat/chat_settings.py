@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual.containers import Horizontal
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Collapsible, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 if TYPE_CHECKING:
     from muxtui.engine.events import ChatParams
@@ -72,33 +75,44 @@ def check_max_tokens(text: str) -> int | None:
     return max_tokens
 
 
-class ChatSettings(Collapsible):
-    """System prompt and sampling settings for the next turns, collapsed until needed."""
+class ChatSettings(Vertical):
+    """System prompt and sampling settings for the next turns, folded to one line until needed.
+
+    The inputs are mounted on first open: most chats never open the settings, and a Collapsible
+    with three Inputs would add a dozen widgets to the first frame.
+    """
+
+    collapsed: reactive[bool] = reactive(True, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
-        # The inputs are mounted on first expand: most chats never open the settings, and
-        # three Inputs would add to the first frame.
-        super().__init__(title="Settings", collapsed=True, id=id)
+        super().__init__(id=id)
         self._values = {"system-prompt": "", "temperature": "", "max-tokens": ""}
-        self._inputs_mounted = False
+        self._summary = ""
 
-    async def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
-        """Mount the inputs the first time the settings open."""
-        event.stop()
-        if not self._inputs_mounted:
-            self._inputs_mounted = True
-            await self.query_one(Collapsible.Contents).mount_all(_setting_widgets())
+    def compose(self) -> ComposeResult:
+        """The title line; the inputs come on first open."""
+        yield Static(self._title(), id="settings-title", markup=False)
 
-    def on_collapsible_collapsed(self, event: Collapsible.Collapsed) -> None:
-        """Keep the event to ourselves."""
-        event.stop()
+    def _title(self) -> str:
+        arrow = "▶" if self.collapsed else "▼"
+        return f"{arrow} Settings" + (f": {self._summary}" if self._summary else "")
+
+    def watch_collapsed(self, collapsed: bool) -> None:
+        """Show or hide the inputs, and turn the arrow."""
+        self.query_one("#settings-title", Static).update(self._title())
+        for body in self.query("#settings-body"):
+            body.display = not collapsed
+
+    async def on_click(self, event: events.Click) -> None:
+        """A click on the title line opens or closes the settings."""
+        if event.widget is not None and event.widget.id == "settings-title":
+            await self.toggle()
 
     async def open(self) -> None:
         """Expand the settings (mounting the inputs) and focus the system prompt."""
+        if not self.query("#settings-body"):
+            await self.mount(Vertical(*_setting_widgets(), id="settings-body"))
         self.collapsed = False
-        if not self._inputs_mounted:
-            self._inputs_mounted = True
-            await self.query_one(Collapsible.Contents).mount_all(_setting_widgets())
         self.query_one("#system-prompt", Input).focus()
 
     async def toggle(self) -> bool:
@@ -139,7 +153,8 @@ class ChatSettings(Collapsible):
             parts.append(f"temperature {value}")
         if value := self._values["max-tokens"].strip():
             parts.append(f"max {value} tokens")
-        self.title = "Settings" + (f": {', '.join(parts)}" if parts else "")
+        self._summary = ", ".join(parts)
+        self.query_one("#settings-title", Static).update(self._title())
 
     def _show_problem(self, changed: Input) -> None:
         """Say what is wrong with the value being typed, in one line under the inputs."""

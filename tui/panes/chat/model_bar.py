@@ -5,22 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from textual import on
-from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual import events
+from textual.content import Content
 from textual.message import Message
-from textual.reactive import var
-from textual.widgets import Button, Label
+from textual.reactive import reactive
+from textual.widget import Widget
 
 if TYPE_CHECKING:
     from muxtui.engine.events import ModelEntry
 
 
-class ModelBar(Horizontal):
-    """Keeps a current model among `names` (the pane sets them); the person's pick is posted up."""
+class ModelBar(Widget):
+    """Keeps a current model among `names` (the pane sets them); the person's pick is posted up.
 
-    names: var[tuple[str, ...]] = var((), init=False)
-    model: var[str] = var("", init=False)
+    One widget that draws its own button (a Button and a Label would cost the first frame two
+    more widgets and Button's styles); a click opens the picker.
+    """
+
+    names: reactive[tuple[str, ...]] = reactive((), init=False)
+    model: reactive[str] = reactive("", init=False)
 
     class Changed(Message):
         """The current model changed (picked, or the old one is gone); `model` may be empty."""
@@ -39,14 +42,14 @@ class ModelBar(Horizontal):
         """`preferred` (the last model used) is chosen whenever it is among the names."""
         super().__init__(id=id)
         self.preferred = preferred
-        self.tooltip_text = tooltip
+        self.tooltip = tooltip
         self.set_reactive(ModelBar.names, tuple(names))
         self.set_reactive(ModelBar.model, self._fallback())
 
-    def compose(self) -> ComposeResult:
-        """A label and the button."""
-        yield Label("Model", classes="toolbar-label")
-        yield Button(self._label(), id="model-button", compact=True, tooltip=self.tooltip_text)
+    def render(self) -> Content:
+        """ "Model" and the model's name on a button-like background."""
+        name = f" {self.model} ▾ " if self.model else " no model ▾ "
+        return Content.assemble("Model  ", (name, "bold $text on $boost"))
 
     def _fallback(self) -> str:
         names = self.names
@@ -54,18 +57,12 @@ class ModelBar(Horizontal):
             return self.model
         return self.preferred if self.preferred in names else (names[0] if names else "")
 
-    def _label(self) -> str:
-        return f"{self.model} ▾" if self.model else "no model ▾"
-
     def watch_names(self) -> None:
         """Keep the current model if it is still known, else fall back."""
         self.model = self._fallback()
 
     def watch_model(self, model: str) -> None:
-        """Show the model on the button."""
-        button = self.query_one("#model-button", Button)
-        button.label = self._label()
-        button.refresh(layout=True)  # the label's width changed
+        """Tell the pane (the bar redraws itself: `model` is reactive)."""
         self.post_message(self.Changed(model, picked=False))
 
     def pick(self, entries: Sequence[ModelEntry]) -> None:
@@ -80,7 +77,7 @@ class ModelBar(Horizontal):
 
         self.app.push_screen(ModelPickerScreen(entries, self.model), picked)
 
-    @on(Button.Pressed, "#model-button")
-    def _pressed(self, event: Button.Pressed) -> None:
+    def on_click(self, event: events.Click) -> None:
+        """Ask the pane to open the picker."""
         event.stop()
         self.post_message(self.PickRequested())

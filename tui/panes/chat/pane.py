@@ -175,7 +175,7 @@ class ChatPane(Horizontal):
         if self.engine is None:
             return
         conversations = await self.engine.history.list_conversations()
-        self.query_one(ConversationList).show_conversations(
+        await self.query_one(ChatSidebar).show_conversations(
             [(conversation.id, conversation.title) for conversation in conversations],
             self.conversation_id,
         )
@@ -194,9 +194,9 @@ class ChatPane(Horizontal):
 
     # --- conversations -----------------------------------------------------------------------
 
-    def action_focus_conversations(self) -> None:
+    async def action_focus_conversations(self) -> None:
         """Focus the conversation list (unfolding it on a narrow screen)."""
-        self.query_one(ChatSidebar).open()
+        await self.query_one(ChatSidebar).open()
 
     @on(ConversationList.Left)
     def _list_left(self) -> None:
@@ -217,7 +217,8 @@ class ChatPane(Horizontal):
         self._set_title("New chat")
         await self.query_one(ChatLog).show_messages([])
         self._show_log_or_guide()
-        self.query_one(ConversationList).highlighted = None
+        for conversations in self.query(ConversationList):
+            conversations.highlighted = None
         self._note("")
         self.query_one(PromptInput).focus()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -39,8 +39,9 @@ class ChatSidebar(Vertical):
     def compose(self) -> ComposeResult:
         """A title, the list, and a hint that changes with the focus."""
         keys = self.keys
+        # The list itself comes with the saved conversations, once the engine has started: empty,
+        # it would cost the first frame a widget that draws nothing.
         yield Label("Conversations", classes="section-title")
-        yield ConversationList(id="conversations")
         yield Label(
             f"{keys['focus-conversations']} pick · {keys['new-chat']} new",
             classes="hint -unfocused",
@@ -56,8 +57,20 @@ class ChatSidebar(Vertical):
         """The list widget."""
         return self.query_one(ConversationList)
 
-    def open(self) -> None:
+    async def show_conversations(
+        self, conversations: Sequence[tuple[int, str]], current_id: int | None
+    ) -> None:
+        """List `(id, title)` pairs, newest first, with the current one highlighted."""
+        if not self.query(ConversationList):
+            await self.mount(
+                ConversationList(id="conversations"), after=self.query_one(".section-title")
+            )
+        self.conversations.show_conversations(conversations, current_id)
+
+    async def open(self) -> None:
         """Show the list (unfolding it on a narrow screen) and focus it."""
+        if not self.query(ConversationList):
+            await self.show_conversations([], None)
         self.add_class("-open")
         self.conversations.focus()
 
