@@ -64,3 +64,10 @@ def test_muxtuis_own_messages_pass_through() -> None:
         "connection refused; retrying in 0.5 s (1/3)",
     ):
         assert words.describe(status) == status
+
+
+def test_a_load_warning_seen_first_still_reads_as_loading() -> None:
+    # Progress is reported every half second with the log's last line, so a fast load may show
+    # only llama.cpp's warnings: those written by its loader still name the phase.
+    words = LoadingWords()
+    assert words.describe(LLAMA_START[3]) == "starting gemma-3-270m… loading model"

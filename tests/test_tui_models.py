@@ -187,3 +187,36 @@ async def test_log_tail_follows_a_growing_file_and_restarts_of_the_server(
         path.rename(path.with_name(path.name + ".1"))
         path.write_text("=== muxtui 2026-01-01T00:03:00: rotated\nfresh start\n")
         await wait_until(pilot, lambda: shows_last("fresh start"), "the rotated file")
+
+
+async def test_panes_use_the_data_events_carry(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig
+) -> None:
+    from muxtui.engine.events import ModelsChanged, ServerState, ServerStateChanged
+    from muxtui.tui.bridge import EventReceived
+    from tests.test_tui_support import chat_pane
+
+    config = provider_config(fake_server.base_url, extra=local_entry("tiny"))
+    app = make_app(write_config(config))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        table = app.query_one(ModelTable)
+        table.move_cursor(row=1)
+        await pilot.press("f2")  # hidden, the Models pane reads no list of its own
+        await pilot.pause()
+        assert cell(table, "tiny", "state").endswith("cold")
+
+        # The engine still has `tiny` cold: what the panes show can only come from the events.
+        starting = ServerStateChanged("tiny", ServerState.STARTING, ServerState.COLD, "port 1")
+        app.post_message(EventReceived(starting))
+        await wait_until(pilot, lambda: cell(table, "tiny", "state").endswith("starting"), "row")
+        assert str(app.query_one("#model-detail").render()) == "port 1"
+
+        app.post_message(EventReceived(ModelsChanged(("fake", "tiny", "only-in-the-event"))))
+        pane = chat_pane(app)
+        await wait_until(
+            pilot, lambda: "only-in-the-event" in app.query_one("#chat-toolbar").names, "names"
+        )
+        assert pane.current_model == "fake"

@@ -371,7 +371,7 @@ class MuxtuiApp(App[int]):
 
 
 def _pane_commands(app: MuxtuiApp, spec: PaneSpec) -> Iterable[SystemCommand]:
-    key = key_hint(app.config.ui.keys, app.BINDINGS, f"pane-{spec.id}")
+    key = key_hint(app.config.ui.keys, app.BINDINGS, f"pane-{spec.id}", spelled_out=True)
     yield SystemCommand(
         f"{spec.title} pane",
         f"{spec.description} ({key})",

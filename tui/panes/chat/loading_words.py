@@ -21,10 +21,13 @@ _PHASES: tuple[tuple[str, str], ...] = (
     ("initializing", "initializing"),
     ("init:", "initializing"),
     ("kv cache", "allocating the context"),
+    ("llama_context", "allocating the context"),
     ("load_tensors", "loading model"),
     ("loading model", "loading model"),
     ("load_model", "loading model"),
     ("model_load", "loading model"),
+    ("model_loader", "loading model"),
+    (" load:", "loading model"),
 )
 
 
