@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from textual import events
 from textual.app import ComposeResult
@@ -13,6 +14,9 @@ from textual.widgets import Input, Label, Static
 
 if TYPE_CHECKING:
     from muxtui.engine.events import ChatParams
+
+
+Number = TypeVar("Number", int, float)
 
 
 class ChatSettingsError(ValueError):
@@ -46,33 +50,37 @@ def _setting_widgets() -> list[Widget]:
 
 def check_temperature(text: str) -> float | None:
     """The temperature in `text` (empty: the server's default); raises if not within 0 to 2."""
-    if not text:
-        return None
-    try:
-        temperature = float(text)
-    except ValueError:
-        temperature = -1.0
-    if not 0.0 <= temperature <= 2.0:
-        raise ChatSettingsError(
-            f"temperature {text!r} is out of range: use 0 to 2, or leave it empty for the "
-            "server's default"
-        )
-    return temperature
+    return _checked(
+        text,
+        float,
+        lambda value: 0.0 <= value <= 2.0,
+        f"temperature {text!r} is out of range: use 0 to 2, or leave it empty for the "
+        "server's default",
+    )
 
 
 def check_max_tokens(text: str) -> int | None:
     """The max tokens in `text` (empty: the server's default); raises unless a whole number > 0."""
+    return _checked(
+        text,
+        int,
+        lambda value: value >= 1,
+        f"max tokens {text!r} must be a whole number above 0, or empty for the server's default",
+    )
+
+
+def _checked(
+    text: str, parse: Callable[[str], Number], allowed: Callable[[Number], bool], problem: str
+) -> Number | None:
     if not text:
         return None
     try:
-        max_tokens = int(text)
+        value = parse(text)
     except ValueError:
-        max_tokens = 0
-    if max_tokens < 1:
-        raise ChatSettingsError(
-            f"max tokens {text!r} must be a whole number above 0, or empty for the server's default"
-        )
-    return max_tokens
+        raise ChatSettingsError(problem) from None
+    if not allowed(value):
+        raise ChatSettingsError(problem)
+    return value
 
 
 class ChatSettings(Vertical):
