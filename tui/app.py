@@ -1,4 +1,4 @@
-"""The muxtui app: header, the registered panes as tabs, footer; the engine starts after."""
+"""The muxtui app: header, a strip of the registered panes, the shown pane, footer."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from textual.screen import Screen
 from textual.widget import MountError, Widget
 from textual.widgets import ContentSwitcher, Header, Static
 
-from muxtui.engine.config import Config, update_config_file
-from muxtui.engine.errors import MuxtuiError
+from muxtui.engine.config import Config
 from muxtui.engine.paths import Paths
 from muxtui.themes import ThemeFileError, load_themes
 from muxtui.tui.bridge import (
@@ -32,26 +31,24 @@ from muxtui.tui.bridge import (
 )
 from muxtui.tui.display import describe, key_hint
 from muxtui.tui.panes import PANES, ChoiceMade, PaneSpec, TitleChanged
+from muxtui.tui.ui_choices import UiChoices
 from muxtui.tui.widgets.footer import KeysFooter
 from muxtui.tui.widgets.pane_tabs import PaneTabs
 
 if TYPE_CHECKING:
     from textual.theme import Theme
-    from textual.timer import Timer
 
     from muxtui.engine.core import Engine
 
 DEFAULT_THEME = "muxtui-dark"
-# Seconds a changed choice (theme, model) waits before the config is written, so a burst of
-# changes is one write.
-SAVE_AFTER_S = 0.3
 # How long the chat pane says "looking for models" before it shows how to add one; local
 # probes give up after 0.5 s, so only remote catalogs can still be running by then.
 DISCOVERY_WAIT_S = 3.0
 # Seconds after the first paint before the engine starts.
 FIRST_FRAME_SETTLE_S = 0.05
 # Below this many columns the layout narrows (the conversation list folds away, the Models
-# table drops its least useful columns); below this many rows, the server log shrinks.
+# table drops its least useful columns); below this many rows the Models pane splits its
+# height evenly between the table and the server log.
 NARROW_BELOW = 100
 SHORT_BELOW = 32
 
@@ -107,8 +104,7 @@ class MuxtuiApp(App[int]):
         self.engine_error = ""
         self.bridge = EngineBridge(self)
         self.panes: dict[str, Widget] = {}  # mounted panes by id
-        self._save_timer: Timer | None = None
-        self._unsaved: dict[str, str] = {}
+        self.ui_choices = UiChoices(self, paths.config_file)
         self._theme_file_error = ""
         try:
             for theme in load_themes():
@@ -155,7 +151,11 @@ class MuxtuiApp(App[int]):
         initial = next(spec for spec in PANES if spec.first_frame)
         keymap = self.config.ui.keys
         tabs = [
-            (spec.id, spec.title, key_hint(keymap, self.BINDINGS, f"pane-{spec.id}").upper())
+            (
+                spec.id,
+                spec.title,
+                key_hint(keymap, self.BINDINGS, f"pane-{spec.id}", spelled_out=True),
+            )
             for spec in PANES
         ]
         yield PaneTabs(tabs, initial.id, id="pane-tabs")
@@ -226,7 +226,9 @@ class MuxtuiApp(App[int]):
         """Hand the event to every mounted pane (panes that do not care ignore it)."""
         if isinstance(event.data, EngineFailed):
             self.engine_error = event.data.error
-            self.notify(event.data.error, title="muxtui could not start", severity="error")
+            self.notify(
+                event.data.error, title="muxtui could not start", severity="error", timeout=30
+            )
             for slot in self.query(".pane-slot").results(Container):
                 if slot.id not in self.panes:
                     self._show_placeholder(slot)
@@ -235,10 +237,7 @@ class MuxtuiApp(App[int]):
 
     async def on_unmount(self) -> None:
         """Write a pending config change and close the engine (stopping its servers)."""
-        if self._save_timer is not None:
-            self._save_timer.stop()
-            self._save_timer = None
-            self._save_config(self._take_unsaved())  # closing: no one would see an error now
+        self.ui_choices.save_now()
         self.bridge.detach()
         if self.engine is not None:
             await self.engine.aclose()
@@ -325,38 +324,7 @@ class MuxtuiApp(App[int]):
     def _choice_made(self, event: ChoiceMade) -> None:
         if getattr(self.config.ui, event.name) != event.value:
             setattr(self.config.ui, event.name, event.value)
-            self._unsaved[event.name] = event.value
-            if self._save_timer is not None:
-                self._save_timer.stop()
-            self._save_timer = self.set_timer(SAVE_AFTER_S, self._save_in_thread)
-
-    def _take_unsaved(self) -> dict[str, str]:
-        changes, self._unsaved = self._unsaved, {}
-        return changes
-
-    def _save_in_thread(self) -> None:
-        self._save_timer = None
-        changes = self._take_unsaved()
-        worker = partial(self._save_worker, changes)
-        self.run_worker(worker, thread=True, group="save-config", exit_on_error=False)
-
-    def _save_worker(self, changes: dict[str, str]) -> None:
-        if error := self._save_config(changes):
-            self.call_from_thread(
-                self.notify, error, title="settings not saved", severity="warning"
-            )
-
-    def _save_config(self, changes: dict[str, str]) -> str:
-        """Write changed `[ui]` choices (atomic, mode 0600); returns what went wrong, if any."""
-        if not changes:
-            return ""
-        try:
-            update_config_file(self.paths.config_file, "ui", changes)
-        except OSError as exc:
-            return f"could not save {self.paths.config_file}: {exc.strerror or exc}"
-        except MuxtuiError as exc:
-            return str(exc)
-        return ""
+            self.ui_choices.changed(event.name, event.value)
 
     # --- command palette ---------------------------------------------------------------------
 
