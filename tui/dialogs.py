@@ -8,11 +8,46 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, ScreenResultType
 from textual.widgets import Button, Input, Label
 
 
-class TextPromptScreen(ModalScreen[str | None]):
+class DialogScreen(ModalScreen[ScreenResultType]):
+    """A modal box in the middle of the screen: a title, its content, a hint or buttons."""
+
+    # Here rather than in app.tcss: parsed when the first dialog opens, not for the first frame.
+    DEFAULT_CSS = """
+    DialogScreen {
+        align: center middle;
+    }
+    .dialog {
+        width: 72;
+        max-width: 100%;
+        height: auto;
+        max-height: 80%;
+        padding: 1 2;
+        background: $surface;
+        border: thick $primary 60%;
+    }
+    .dialog-title {
+        text-style: bold;
+        padding-bottom: 1;
+    }
+    .dialog-hint {
+        color: $text-muted;
+        padding-top: 1;
+    }
+    .dialog-buttons {
+        height: auto;
+        align-horizontal: right;
+    }
+    .dialog-buttons Button {
+        margin-left: 2;
+    }
+    """
+
+
+class TextPromptScreen(DialogScreen[str | None]):
     """Ask for one line of text (e.g. a conversation's new title)."""
 
     AUTO_FOCUS = "#text-prompt-input"
@@ -41,7 +76,7 @@ class TextPromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(DialogScreen[bool]):
     """Ask a yes/no question; `y` or the Yes button confirms."""
 
     AUTO_FOCUS = "#confirm-no"  # start on the safe answer

@@ -11,11 +11,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.fuzzy import FuzzySearch
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from muxtui.engine.events import ModelEntry
+from muxtui.tui.dialogs import DialogScreen
 
 
 def model_summary(entry: ModelEntry) -> str:
@@ -43,7 +43,7 @@ def rank_models(query: str, entries: Sequence[ModelEntry]) -> list[tuple[ModelEn
     return [(entry, name) for _, _, entry, name in ranked]
 
 
-class ModelPickerScreen(ModalScreen[str | None]):
+class ModelPickerScreen(DialogScreen[str | None]):
     """Type to fuzzy-search every known model, local and remote; Enter picks, Esc cancels."""
 
     AUTO_FOCUS = "#picker-search"
