@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, ClassVar
@@ -53,47 +53,55 @@ NARROW_BELOW = 100
 SHORT_BELOW = 32
 
 
-def _load_engine_class() -> type[Engine]:
+def _load_engine_class(panes: Sequence[PaneSpec]) -> type[Engine]:
     """Import the engine, the Markdown widget and every pane's module, off the first frame."""
     from muxtui.engine.core import Engine
     from muxtui.tui.panes.chat import message_view  # noqa: F401  (warms the Markdown import)
 
-    for spec in PANES:  # so that showing a pane the first time costs only its mount
+    for spec in panes:  # so that showing a pane the first time costs only its mount
         spec.load()
     return Engine
 
 
-def _pane_styles() -> list[str | PurePath]:
-    """The style file of every registered pane that has one."""
-    return [path for spec in PANES if (path := spec.css_path()) is not None]
+def pane_styles(panes: Sequence[PaneSpec]) -> list[str | PurePath]:
+    """The app's own style file, then that of every pane that has one."""
+    paths = [path for spec in panes if (path := spec.css_path()) is not None]
+    return [Path(__file__).parent / "app.tcss", *paths]
+
+
+def pane_bindings(panes: Sequence[PaneSpec]) -> list[BindingType]:
+    """The key that shows each pane (id `pane-<id>`), off the footer: the strip shows them."""
+    return [
+        Binding(
+            spec.key,
+            f"show_pane('{spec.id}')",
+            spec.title,
+            id=f"pane-{spec.id}",
+            tooltip=f"Show the {spec.title} pane",
+            show=False,
+        )
+        for spec in panes
+    ]
+
+
+# The app's own keys besides the panes'. Theme is off the footer (the palette offers it too): at
+# 80 columns the chat's keys need the room.
+APP_BINDINGS: list[BindingType] = [
+    Binding("ctrl+t", "pick_theme", "Theme", id="pick-theme", tooltip="Switch theme", show=False),
+]
 
 
 class MuxtuiApp(App[int]):
     """Chat with local and remote models and keep local model servers warm."""
 
-    CSS_PATH: ClassVar[list[str | PurePath]] = [Path(__file__).parent / "app.tcss", *_pane_styles()]
+    PANES: ClassVar[Sequence[PaneSpec]] = PANES  # the registry; a subclass may host others
+    CSS_PATH: ClassVar[list[str | PurePath]] = pane_styles(PANES)
     TITLE = "muxtui"
     SUB_TITLE = "New chat"
     # Textual annotates these as `ClassVar[...] | None`, which mypy reads as instance variables.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT_BELOW, "-tall")]  # noqa: RUF012
-    BINDINGS: ClassVar[list[BindingType]] = [
-        *(
-            Binding(
-                spec.key,
-                f"show_pane('{spec.id}')",
-                spec.title,
-                id=f"pane-{spec.id}",
-                tooltip=f"Show the {spec.title} pane",
-                show=False,  # the tabs show these keys
-            )
-            for spec in PANES
-        ),
-        # Off the footer (the palette offers it too): at 80 columns the chat's keys need the room.
-        Binding(
-            "ctrl+t", "pick_theme", "Theme", id="pick-theme", tooltip="Switch theme", show=False
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [*pane_bindings(PANES), *APP_BINDINGS]
 
     def __init__(self, config: Config, paths: Paths, engine: Engine | None = None) -> None:
         super().__init__()
@@ -148,7 +156,7 @@ class MuxtuiApp(App[int]):
         """Header, the pane strip, one slot per registered pane (only the first-frame one
         filled), the footer."""
         yield Header(show_clock=False, icon="◆")
-        initial = next(spec for spec in PANES if spec.first_frame)
+        initial = next(spec for spec in self.PANES if spec.first_frame)
         keymap = self.config.ui.keys
         tabs = [
             (
@@ -156,11 +164,11 @@ class MuxtuiApp(App[int]):
                 spec.title,
                 key_hint(keymap, self.BINDINGS, f"pane-{spec.id}", spelled_out=True),
             )
-            for spec in PANES
+            for spec in self.PANES
         ]
         yield PaneTabs(tabs, initial.id, id="pane-tabs")
         with ContentSwitcher(id="panes", initial=initial.id):
-            for spec in PANES:
+            for spec in self.PANES:
                 if spec.first_frame:
                     pane = spec.load()(None)
                     self.panes[spec.id] = pane
@@ -173,7 +181,7 @@ class MuxtuiApp(App[int]):
         """Save theme changes, report a broken theme file, start the engine after the frame."""
         # Focus now, so the first frame has the focused pane's keys in the footer (Textual would
         # focus as the screen resumes, and the footer would change a refresh later).
-        initial = next(spec for spec in PANES if spec.first_frame)
+        initial = next(spec for spec in self.PANES if spec.first_frame)
         if initial.focus:
             self.screen.set_focus(self.query_one(f"#{initial.focus}"), scroll_visible=False)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
@@ -198,7 +206,7 @@ class MuxtuiApp(App[int]):
     async def _run_engine_start(self) -> None:
         """Create (if needed) and start the engine; history and discovery happen here."""
         try:
-            engine_class = await asyncio.to_thread(_load_engine_class)
+            engine_class = await asyncio.to_thread(_load_engine_class, self.PANES)
             if self.engine is None:
                 self.engine = engine_class(self.config, self.paths)
             self.bridge.attach(self.engine)
@@ -215,7 +223,7 @@ class MuxtuiApp(App[int]):
     async def _engine_started(self) -> None:
         assert self.engine is not None
         self.engine_started = True
-        for spec in PANES:
+        for spec in self.PANES:
             if spec.first_frame and (pane := self.panes.get(spec.id)) is not None:
                 pane.engine = self.engine  # type: ignore[attr-defined]  # see the pane contract
         if self.active_pane not in self.panes:  # shown while the engine was starting
@@ -268,7 +276,7 @@ class MuxtuiApp(App[int]):
         if self.engine is None or not self.engine_started:
             self._show_placeholder(slot)
             return None
-        spec = next(spec for spec in PANES if spec.id == pane_id)
+        spec = next(spec for spec in self.PANES if spec.id == pane_id)
         pane = spec.load()(self.engine)
         self.panes[pane_id] = pane
         await slot.remove_children()
@@ -289,9 +297,10 @@ class MuxtuiApp(App[int]):
             slot.mount(Static(text, classes="pane-placeholder", markup=False))
 
     def _focus_pane(self, pane_id: str) -> None:
-        spec = next(spec for spec in PANES if spec.id == pane_id)
-        if spec.focus and pane_id in self.panes:
-            for widget in self.panes[pane_id].query(f"#{spec.focus}"):
+        spec = next(spec for spec in self.PANES if spec.id == pane_id)
+        pane = self.panes.get(pane_id)
+        if spec.focus and pane is not None:
+            for widget in pane.query(f"#{spec.focus}") if pane.id != spec.focus else [pane]:
                 widget.focus()
 
     async def run_pane_action(self, pane_id: str, action: str) -> None:
@@ -330,7 +339,7 @@ class MuxtuiApp(App[int]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Every pane and its commands, the theme, then Textual's own (keys, quit ...)."""
-        for spec in PANES:
+        for spec in self.PANES:
             yield from _pane_commands(self, spec)
         yield SystemCommand("Switch theme", "Pick a theme; it is saved", self.action_pick_theme)
         for command in super().get_system_commands(screen):
