@@ -228,7 +228,7 @@ async def test_model_picker_fuzzy_search_and_last_model_saved(
         await started(pilot)
         assert chat_pane(app).current_model == "alpha"
         await pilot.press("ctrl+o")
-        await pilot.pause()
+        await wait_until(pilot, lambda: bool(app.screen.query("#picker-search")), "the picker")
         await pilot.press(*"lsm", "enter")
         await wait_until(pilot, lambda: chat_pane(app).current_model == "llama-small", "the pick")
         await send_prompt(pilot, "hi")

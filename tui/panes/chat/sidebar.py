@@ -62,6 +62,8 @@ class ChatSidebar(Vertical):
     ) -> None:
         """List `(id, title)` pairs, newest first, with the current one highlighted."""
         if not self.query(ConversationList):
+            if not conversations:
+                return  # nothing to show yet: an empty list would only repaint blank lines
             await self.mount(
                 ConversationList(id="conversations"), after=self.query_one(".section-title")
             )
@@ -70,7 +72,9 @@ class ChatSidebar(Vertical):
     async def open(self) -> None:
         """Show the list (unfolding it on a narrow screen) and focus it."""
         if not self.query(ConversationList):
-            await self.show_conversations([], None)
+            await self.mount(
+                ConversationList(id="conversations"), after=self.query_one(".section-title")
+            )
         self.add_class("-open")
         self.conversations.focus()
 
