@@ -220,3 +220,18 @@ async def test_panes_use_the_data_events_carry(
             pilot, lambda: "only-in-the-event" in app.query_one("#chat-toolbar").names, "names"
         )
         assert pane.current_model == "fake"
+
+
+async def test_a_pane_shown_without_an_engine_says_why(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig
+) -> None:
+    app = make_app(write_config(provider_config(fake_server.base_url)))
+    app.paths.history_db.mkdir(parents=True)  # a folder where the history file should be
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: bool(app.engine_error), "the engine error")
+        await pilot.press("f3")
+        await pilot.pause()
+        assert app.active_pane == "models" and app.pane("models") is None
+        placeholder = str(app.query_one("#models .pane-placeholder").render())
+        assert placeholder.startswith("muxtui could not start its engine:")
+        assert "move it aside" in placeholder

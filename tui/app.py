@@ -228,6 +228,7 @@ class MuxtuiApp(App[int]):
                 pane.engine = self.engine  # type: ignore[attr-defined]  # see the pane contract
         if self.active_pane not in self.panes:  # shown while the engine was starting
             await self._mount_pane(self.active_pane)
+            self._focus_pane(self.active_pane)
 
     @on(EventReceived)
     def _event_received(self, event: EventReceived) -> None:
