@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from textual.widgets import Label
 
 from muxtui.engine.config import load_config
-from muxtui.tui.widgets.conversation_list import ConversationList
-from muxtui.tui.widgets.message_view import MessageView
+from muxtui.tui.panes.chat.conversation_list import ConversationList
+from muxtui.tui.panes.chat.message_view import MessageView
+from muxtui.tui.widgets.pane_tabs import PaneTabs
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_support import (
+    chat_pane,
     local_entry,
     make_app,
     provider_config,
@@ -223,11 +226,11 @@ async def test_model_picker_fuzzy_search_and_last_model_saved(
     app = make_app(config_file)
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        assert app.chat_pane.current_model == "alpha"
+        assert chat_pane(app).current_model == "alpha"
         await pilot.press("ctrl+o")
-        await pilot.pause()
+        await wait_until(pilot, lambda: bool(app.screen.query("#picker-search")), "the picker")
         await pilot.press(*"lsm", "enter")
-        await wait_until(pilot, lambda: app.chat_pane.current_model == "llama-small", "the pick")
+        await wait_until(pilot, lambda: chat_pane(app).current_model == "llama-small", "the pick")
         await send_prompt(pilot, "hi")
         await reply_done(pilot)
         (conversation,) = await app.engine.history.list_conversations()
@@ -237,7 +240,7 @@ async def test_model_picker_fuzzy_search_and_last_model_saved(
     again = make_app(config_file)
     async with again.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        assert again.chat_pane.current_model == "llama-small"
+        assert chat_pane(again).current_model == "llama-small"
 
 
 async def test_theme_switch_persists_across_restarts(
@@ -273,18 +276,20 @@ async def test_keys_are_remapped_from_the_config(
     app = make_app(write_config(provider_config(fake_server.base_url, extra=extra)))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        hint = app.query_one("#sidebar .hint", Label)
-        assert str(hint.render()) == "^b new · r rename · d delete"
+        hint = app.query_one("#sidebar .hint.-unfocused", Label)
+        assert str(hint.render()) == "^l pick · ^b new"
+        tabs = app.query_one(PaneTabs)
+        assert "Models F9" in str(tabs.render())
         await send_prompt(pilot, "one")
         await reply_done(pilot)
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: views(app) == [], "the new chat")
         await pilot.press("f3")  # no longer bound
         await pilot.pause()
-        assert app.query_one("#panes").active == "chat"
+        assert app.active_pane == "chat"
         await pilot.press("f9")
         await pilot.pause()
-        assert app.query_one("#panes").active == "models"
+        assert app.active_pane == "models"
 
 
 async def test_first_run_with_nothing_configured_explains_what_to_do(
@@ -293,7 +298,7 @@ async def test_first_run_with_nothing_configured_explains_what_to_do(
     app = make_app(write_config("[network]\ndiscovery = false\n"))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        await wait_until(pilot, lambda: not app.chat_pane.discovering, "discovery to end")
+        await wait_until(pilot, lambda: not chat_pane(app).discovering, "discovery to end")
         empty_state = app.query_one("#empty-state")
         assert empty_state.display
         text = str(empty_state.render())
@@ -308,7 +313,7 @@ async def test_first_run_with_nothing_configured_explains_what_to_do(
 async def test_long_chats_mount_only_the_latest_messages(
     fake_server: FakeOpenAIServer, write_config: WriteConfig
 ) -> None:
-    from muxtui.tui.widgets.chat_log import MAX_MOUNTED
+    from muxtui.tui.panes.chat.chat_log import MAX_MOUNTED
 
     app = make_app(write_config(provider_config(fake_server.base_url)))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -318,14 +323,14 @@ async def test_long_chats_mount_only_the_latest_messages(
         for index in range(MAX_MOUNTED + 10):
             role = "user" if index % 2 == 0 else "assistant"
             await history.add_message(conversation.id, role, f"message {index}")
-        await app.chat_pane.open_conversation(conversation.id)
+        await chat_pane(app).open_conversation(conversation.id)
         await pilot.pause()
         shown = views(app)
         assert len(shown) == MAX_MOUNTED
         assert shown[-1].text == f"message {MAX_MOUNTED + 9}"
         assert "10 earlier messages not shown" in str(app.query_one(".hidden-note").render())
         # The whole conversation still goes to the model.
-        assert len(app.chat_pane.context) == MAX_MOUNTED + 10
+        assert len(chat_pane(app).context) == MAX_MOUNTED + 10
         await send_prompt(pilot, "and now?")
         await reply_done(pilot)
         assert len(views(app)) == MAX_MOUNTED
@@ -338,12 +343,12 @@ async def test_cold_local_model_shows_its_start_then_answers(
     config = provider_config(
         fake_server.base_url,
         models=(),
-        extra=local_entry("tiny", args="--startup-delay 0.6 --tokens 3"),
+        extra=local_entry("tiny", args="--startup-delay 1.6 --tokens 3"),
     )
     app = make_app(write_config(config))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        assert app.chat_pane.current_model == "tiny"
+        assert chat_pane(app).current_model == "tiny"
         await send_prompt(pilot, "wake up")
         reply = views(app)[-1]
         statuses: set[str] = set()
@@ -352,12 +357,15 @@ async def test_cold_local_model_shows_its_start_then_answers(
             footer = reply.query_one(".message-footer")
             if footer.display and "-status" in footer.classes:
                 statuses.add(str(footer.render()))
-            return app.chat_pane.turn is None
+            return chat_pane(app).turn is None
 
         await wait_until(pilot, note_status, "the local reply", timeout=30)
         assert reply.message.status == "complete"
         assert reply.text == "tok " * 3
-        assert any("tiny" in status or "start" in status for status in statuses), statuses
+        # The phase and progress in words; the raw log lines stay in the Models pane.
+        assert "starting tiny…" in statuses, statuses
+        assert any(re.fullmatch(r"starting tiny… loading model \d+%", s) for s in statuses)
+        assert not any("fake server" in s or "'fake-model'" in s for s in statuses), statuses
         stored = await app.engine.history.messages(
             (await app.engine.history.list_conversations())[0].id
         )

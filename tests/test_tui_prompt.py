@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual import events, on
 from textual.app import App, ComposeResult
 
-from muxtui.tui.widgets.prompt_input import PromptInput
+from muxtui.tui.panes.chat.prompt_input import PromptInput
 
 
 class PromptApp(App[None]):

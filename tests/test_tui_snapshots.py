@@ -1,4 +1,5 @@
-"""Snapshot tests of the layout and themes: chat (dark, light), first run, Models pane."""
+"""Snapshot tests of the layout and themes: chat (dark, light), first run, Models pane, and the
+narrow 80×24 layout (folded conversation list, fewer table columns)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatStats
 from muxtui.engine.paths import Paths
 from muxtui.tui.app import MuxtuiApp
-from muxtui.tui.widgets.prompt_input import PromptInput
+from muxtui.tui.panes.chat.prompt_input import PromptInput
 from tests.fake_server import FakeOpenAIServer
-from tests.test_tui_support import local_entry, provider_config, started, wait_until
+from tests.test_tui_support import chat_pane, local_entry, provider_config, started, wait_until
 
 SIZE = (120, 40)
+NARROW = (80, 24)
 SnapCompare = Callable[..., bool]
 
 REPLY = """\
@@ -79,7 +81,7 @@ def chat_setup(theme: str) -> Callable[[Pilot[int]], Awaitable[None]]:
         await history.add_message(
             conversation.id, "assistant", "Once upon a time", model="fake", status="stopped"
         )
-        pane = app.chat_pane
+        pane = chat_pane(app)
         await pane.refresh_conversations()
         await pane.open_conversation(conversation.id)
         await pane.refresh_conversations()
@@ -111,27 +113,55 @@ def test_first_run_empty_state_snapshot(snap_compare: SnapCompare, isolated_home
 
     async def run_before(pilot: Pilot[int]) -> None:
         app = await started(pilot)
-        await wait_until(pilot, lambda: not app.chat_pane.discovering, "discovery to end")
+        await wait_until(pilot, lambda: not chat_pane(app).discovering, "discovery to end")
         await steady(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_models_pane_snapshot(
-    snap_compare: SnapCompare, fake_server: FakeOpenAIServer, isolated_home: Path
-) -> None:
-    config_text = provider_config(
-        fake_server.base_url,
+def models_config(base_url: str) -> str:
+    """Two remote models and two local servers (never started)."""
+    return provider_config(
+        base_url,
         models=("fake", "llama-3.1-8b"),
         extra=local_entry("qwen3-30b") + local_entry("gemma-tiny", ttl=600),
     )
-    app = app_at_default_path(isolated_home, config_text)
+
+
+async def models_setup(pilot: Pilot[int]) -> None:
+    """Show the Models pane with a local server selected."""
+    await started(pilot)
+    await pilot.press("f3")
+    await pilot.pause()
+    await pilot.press("down", "down")
+    await steady(pilot)
+
+
+@pytest.mark.parametrize("size", [SIZE, NARROW], ids=["120x40", "80x24"])
+def test_models_pane_snapshot(
+    size: tuple[int, int],
+    snap_compare: SnapCompare,
+    fake_server: FakeOpenAIServer,
+    isolated_home: Path,
+) -> None:
+    app = app_at_default_path(isolated_home, models_config(fake_server.base_url))
+    assert snap_compare(app, terminal_size=size, run_before=models_setup)
+
+
+def test_chat_pane_narrow_snapshot(
+    snap_compare: SnapCompare, fake_server: FakeOpenAIServer, isolated_home: Path
+) -> None:
+    app = app_at_default_path(isolated_home, provider_config(fake_server.base_url))
+    assert snap_compare(app, terminal_size=NARROW, run_before=chat_setup("muxtui-dark"))
+
+
+def test_new_chat_guide_narrow_snapshot(
+    snap_compare: SnapCompare, fake_server: FakeOpenAIServer, isolated_home: Path
+) -> None:
+    app = app_at_default_path(isolated_home, provider_config(fake_server.base_url))
 
     async def run_before(pilot: Pilot[int]) -> None:
         await started(pilot)
-        await pilot.press("f3")
-        await pilot.pause()
-        await pilot.press("down", "down")
         await steady(pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=NARROW, run_before=run_before)

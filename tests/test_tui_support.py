@@ -14,7 +14,8 @@ from textual.pilot import Pilot
 from muxtui.engine.config import load_config
 from muxtui.engine.paths import Paths
 from muxtui.tui.app import MuxtuiApp
-from muxtui.tui.widgets.prompt_input import PromptInput
+from muxtui.tui.panes.chat.pane import ChatPane
+from muxtui.tui.panes.chat.prompt_input import PromptInput
 
 FAKE_SERVER_SCRIPT = Path(__file__).resolve().parent / "fake_server.py"
 
@@ -32,6 +33,14 @@ def local_entry(name: str, *, ttl: int = 0, args: str = "") -> str:
     script = shlex.quote(str(FAKE_SERVER_SCRIPT))
     command = f"{shlex.quote(sys.executable)} {script} --port {{port}} {args}".rstrip()
     return f"[local.\"{name}\"]\ncmd = '{command}'\nttl = {ttl}\n\n"
+
+
+def chat_pane(app: object) -> ChatPane:
+    """The app's Chat pane (mounted in the first frame)."""
+    assert isinstance(app, MuxtuiApp)
+    pane = app.pane("chat")
+    assert isinstance(pane, ChatPane)
+    return pane
 
 
 def make_app(config_file: Path) -> MuxtuiApp:
@@ -55,7 +64,7 @@ async def started(pilot: Pilot[int]) -> MuxtuiApp:
     """Wait for the engine to start and the panes to use it."""
     app = pilot.app
     assert isinstance(app, MuxtuiApp)
-    await wait_until(pilot, lambda: app.chat_pane.engine is not None, "the engine to start")
+    await wait_until(pilot, lambda: chat_pane(app).engine is not None, "the engine to start")
     await wait_for_group(app, "engine")
     await pilot.pause()
     return app
@@ -86,7 +95,7 @@ async def reply_done(pilot: Pilot[int]) -> None:
     """Wait until no reply is streaming and the reply's workers have finished."""
     app = pilot.app
     assert isinstance(app, MuxtuiApp)
-    await wait_until(pilot, lambda: app.chat_pane.turn is None, "the reply to end")
+    await wait_until(pilot, lambda: chat_pane(app).turn is None, "the reply to end")
     await wait_for_group(app, "chat")
     await asyncio.sleep(0)
     await pilot.pause()

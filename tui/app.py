@@ -1,22 +1,25 @@
-"""The muxtui app: header, panes in tabs, footer; the engine starts after the first frame."""
+"""The muxtui app: header, a strip of the registered panes, the shown pane, footer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, cast
+import gc
+import inspect
+from collections.abc import Iterable, Sequence
+from functools import partial
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.containers import Container
 from textual.screen import Screen
-from textual.widget import MountError
-from textual.widgets import Header, Tab, TabbedContent, TabPane, Tabs
-from textual.widgets._tabs import Underline  # textual is pinned (==8.2.8)
+from textual.widget import MountError, Widget
+from textual.widgets import ContentSwitcher, Header, Static
 
-from muxtui.engine.config import Config, update_config_file
-from muxtui.engine.errors import MuxtuiError
+from muxtui.engine.config import Config
 from muxtui.engine.paths import Paths
 from muxtui.themes import ThemeFileError, load_themes
 from muxtui.tui.bridge import (
@@ -24,54 +27,81 @@ from muxtui.tui.bridge import (
     EngineBridge,
     EngineFailed,
     EngineStarted,
-    ModelsUpdated,
-    ServerStateUpdated,
+    EventReceived,
 )
-from muxtui.tui.chat_pane import ChatPane
-from muxtui.tui.display import describe
+from muxtui.tui.display import describe, key_hint
+from muxtui.tui.panes import PANES, ChoiceMade, PaneSpec, TitleChanged
+from muxtui.tui.ui_choices import UiChoices
 from muxtui.tui.widgets.footer import KeysFooter
-from muxtui.tui.widgets.prompt_input import PromptInput
+from muxtui.tui.widgets.pane_tabs import PaneTabs
 
 if TYPE_CHECKING:
     from textual.theme import Theme
-    from textual.timer import Timer
 
     from muxtui.engine.core import Engine
-    from muxtui.tui.models_pane import ModelsPane
 
 DEFAULT_THEME = "muxtui-dark"
-# Seconds a changed choice (theme, model) waits before the config is written, so a burst of
-# changes is one write.
-SAVE_AFTER_S = 0.3
 # How long the chat pane says "looking for models" before it shows how to add one; local
 # probes give up after 0.5 s, so only remote catalogs can still be running by then.
 DISCOVERY_WAIT_S = 3.0
-# Seconds after the first paint before the engine starts and the hidden panes mount.
+# Seconds after the first paint before the engine starts.
 FIRST_FRAME_SETTLE_S = 0.05
+# Below this many columns the layout narrows (the conversation list folds away, the Models
+# table drops its least useful columns); below this many rows the Models pane splits its
+# height evenly between the table and the server log.
+NARROW_BELOW = 100
+SHORT_BELOW = 32
 
 
-def _load_engine_class() -> type[Engine]:
-    """Import the engine (httpx, sqlite, backends) and the Markdown widget off the first frame."""
+def _load_engine_class(panes: Sequence[PaneSpec]) -> type[Engine]:
+    """Import the engine, the Markdown widget and every pane's module, off the first frame."""
     from muxtui.engine.core import Engine
-    from muxtui.tui.widgets import message_view  # noqa: F401  (warms the Markdown import)
+    from muxtui.tui.panes.chat import message_view  # noqa: F401  (warms the Markdown import)
 
+    for spec in panes:  # so that showing a pane the first time costs only its mount
+        spec.load()
     return Engine
+
+
+def pane_styles(panes: Sequence[PaneSpec]) -> list[str | PurePath]:
+    """The app's own style file, then that of every pane that has one."""
+    paths = [path for spec in panes if (path := spec.css_path()) is not None]
+    return [Path(__file__).parent / "app.tcss", *paths]
+
+
+def pane_bindings(panes: Sequence[PaneSpec]) -> list[BindingType]:
+    """The key that shows each pane (id `pane-<id>`), off the footer: the strip shows them."""
+    return [
+        Binding(
+            spec.key,
+            f"show_pane('{spec.id}')",
+            spec.title,
+            id=f"pane-{spec.id}",
+            tooltip=f"Show the {spec.title} pane",
+            show=False,
+        )
+        for spec in panes
+    ]
+
+
+# The app's own keys besides the panes'. Theme is off the footer (the palette offers it too): at
+# 80 columns the chat's keys need the room.
+APP_BINDINGS: list[BindingType] = [
+    Binding("ctrl+t", "pick_theme", "Theme", id="pick-theme", tooltip="Switch theme", show=False),
+]
 
 
 class MuxtuiApp(App[int]):
     """Chat with local and remote models and keep local model servers warm."""
 
-    CSS_PATH: ClassVar[str] = "app.tcss"
-    AUTO_FOCUS = "#prompt"
+    PANES: ClassVar[Sequence[PaneSpec]] = PANES  # the registry; a subclass may host others
+    CSS_PATH: ClassVar[list[str | PurePath]] = pane_styles(PANES)
     TITLE = "muxtui"
     SUB_TITLE = "New chat"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f2", "show_pane('chat')", "Chat", id="pane-chat", tooltip="Show the Chat pane"),
-        Binding(
-            "f3", "show_pane('models')", "Models", id="pane-models", tooltip="Show the Models pane"
-        ),
-        Binding("ctrl+t", "pick_theme", "Theme", id="pick-theme", tooltip="Switch theme"),
-    ]
+    # Textual annotates these as `ClassVar[...] | None`, which mypy reads as instance variables.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT_BELOW, "-tall")]  # noqa: RUF012
+    BINDINGS: ClassVar[list[BindingType]] = [*pane_bindings(PANES), *APP_BINDINGS]
 
     def __init__(self, config: Config, paths: Paths, engine: Engine | None = None) -> None:
         super().__init__()
@@ -79,8 +109,10 @@ class MuxtuiApp(App[int]):
         self.paths = paths
         self.engine: Engine | None = engine
         self.engine_started = False
+        self.engine_error = ""
         self.bridge = EngineBridge(self)
-        self._save_timer: Timer | None = None
+        self.panes: dict[str, Widget] = {}  # mounted panes by id
+        self.ui_choices = UiChoices(self, paths.config_file)
         self._theme_file_error = ""
         try:
             for theme in load_themes():
@@ -88,9 +120,24 @@ class MuxtuiApp(App[int]):
         except ThemeFileError as exc:
             self._theme_file_error = str(exc)
         wanted = config.ui.theme
-        self.theme = wanted if wanted in self.available_themes else self._fallback_theme()
+        self._use_theme(wanted if wanted in self.available_themes else self._fallback_theme())
         if config.ui.keys:
             self.set_keymap(config.ui.keys)
+
+    def _use_theme(self, name: str) -> None:
+        """Start in theme `name` without the theme watcher.
+
+        Setting `theme` runs Textual's watcher, which queues a full re-parse of the CSS and a
+        restyle of every widget: at start-up that doubles the styling work of the first frame.
+        Before the app runs (nothing is parsed or styled yet), the theme's variables and the
+        classes the watcher sets are all a theme needs.
+        """
+        self.set_reactive(App.theme, name)
+        self.stylesheet.set_variables(self.get_css_variables())
+        dark = self.current_theme.dark
+        self.set_class(dark, "-dark-mode", update=False)
+        self.set_class(not dark, "-light-mode", update=False)
+        self.set_class(True, f"-theme-{name}", update=False)
 
     def _fallback_theme(self) -> str:
         return DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
@@ -106,23 +153,37 @@ class MuxtuiApp(App[int]):
         }
 
     def compose(self) -> ComposeResult:
-        """Header, the panes as tabs, and the footer with key hints."""
+        """Header, the pane strip, one slot per registered pane (only the first-frame one
+        filled), the footer."""
         yield Header(show_clock=False, icon="◆")
-        with TabbedContent(id="panes", initial="chat"):
-            with TabPane("Chat", id="chat"):
-                yield ChatPane(self.config, self.paths.config_file, id="chat-pane")
-            # The Models pane is mounted after the first frame (see `_after_first_frame`).
-            yield TabPane("Models", id="models")
+        initial = next(spec for spec in self.PANES if spec.first_frame)
+        keymap = self.config.ui.keys
+        tabs = [
+            (
+                spec.id,
+                spec.title,
+                key_hint(keymap, self.BINDINGS, f"pane-{spec.id}", spelled_out=True),
+            )
+            for spec in self.PANES
+        ]
+        yield PaneTabs(tabs, initial.id, id="pane-tabs")
+        with ContentSwitcher(id="panes", initial=initial.id):
+            for spec in self.PANES:
+                if spec.first_frame:
+                    pane = spec.load()(None)
+                    self.panes[spec.id] = pane
+                    yield Container(pane, id=spec.id, classes="pane-slot")
+                else:
+                    yield Container(id=spec.id, classes="pane-slot")
         yield KeysFooter()
 
     async def on_mount(self) -> None:
         """Save theme changes, report a broken theme file, start the engine after the frame."""
-        # Focus the prompt and compose the footer's keys now, so the first frame has them
-        # (Textual would focus the prompt as the screen resumes, and the footer would show
-        # its keys a refresh or two after the first frame).
-        self.screen.set_focus(self.query_one("#prompt", PromptInput), scroll_visible=False)
-        await self.query_one(KeysFooter).show_keys()
-        self._place_tab_underline()
+        # Focus now, so the first frame has the focused pane's keys in the footer (Textual would
+        # focus as the screen resumes, and the footer would change a refresh later).
+        initial = next(spec for spec in self.PANES if spec.first_frame)
+        if initial.focus:
+            self.screen.set_focus(self.query_one(f"#{initial.focus}"), scroll_visible=False)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self._theme_file_error:
             self.notify(self._theme_file_error, title="theme file", severity="warning")
@@ -134,118 +195,131 @@ class MuxtuiApp(App[int]):
             )
         # The engine's import holds the GIL: it starts a moment after the first paint so it
         # cannot delay it (or the refreshes right after it, e.g. the terminal's resize).
-        self.call_after_refresh(self.set_timer, FIRST_FRAME_SETTLE_S, self._after_first_frame)
-
-    def _place_tab_underline(self) -> None:
-        """Put the tabs' underline under the active tab before the first frame.
-
-        Textual places it a refresh after the first frame, once the tabs are laid out: a second
-        visible change. Tabs are `width: auto` in a row, so the place follows from the labels and
-        padding; Textual's own placement then sets the same values (no change, no repaint).
-        """
-        tabs = self.query_one("#panes Tabs", Tabs)
-        x = 0
-        for tab in tabs.query("#tabs-list > Tab").results(Tab):
-            if not tab.display:
-                continue
-            gutter = tab.styles.gutter
-            if tab.has_class("-active"):
-                underline = tabs.query_one(Underline)
-                underline.highlight_start = x + gutter.left
-                underline.highlight_end = x + gutter.left + tab.label.cell_length
-                return
-            x += gutter.width + tab.styles.margin.width + tab.label.cell_length
-
-    async def _after_first_frame(self) -> None:
-        """Start the engine, then mount the hidden panes (their imports and widgets cost ~60 ms)."""
-        self._start_engine()
-        from muxtui.tui.models_pane import ModelsPane
-
-        with contextlib.suppress(MountError):  # the app is already closing
-            await self.query_one("#models", TabPane).mount(
-                ModelsPane(self.config, id="models-pane")
-            )
+        self.call_after_refresh(self.set_timer, FIRST_FRAME_SETTLE_S, self._start_engine)
 
     # --- engine ------------------------------------------------------------------------------
 
     def _start_engine(self) -> None:
+        gc.enable()  # see run_app
         self.run_worker(self._run_engine_start(), group="engine", exit_on_error=False)
 
     async def _run_engine_start(self) -> None:
         """Create (if needed) and start the engine; history and discovery happen here."""
         try:
+            engine_class = await asyncio.to_thread(_load_engine_class, self.PANES)
             if self.engine is None:
-                engine_class = await asyncio.to_thread(_load_engine_class)
                 self.engine = engine_class(self.config, self.paths)
             self.bridge.attach(self.engine)
             await self.engine.start()
         except Exception as exc:  # whatever it is, say so in the pane instead of failing silently
-            self.post_message(EngineFailed(describe(exc)))
-            self.post_message(DiscoveryFinished())
+            self.post_message(EventReceived(EngineFailed(describe(exc))))
+            self.post_message(EventReceived(DiscoveryFinished()))
             return
         self.post_message(EngineStarted())
         await self.engine.wait_discovered(timeout=DISCOVERY_WAIT_S)
-        self.post_message(DiscoveryFinished())
+        self.post_message(EventReceived(DiscoveryFinished()))
 
     @on(EngineStarted)
     async def _engine_started(self) -> None:
         assert self.engine is not None
         self.engine_started = True
-        await self.chat_pane.use_engine(self.engine)
-        for models_pane in self.models_panes:
-            models_pane.use_engine(self.engine)
+        for spec in self.PANES:
+            if spec.first_frame and (pane := self.panes.get(spec.id)) is not None:
+                pane.engine = self.engine  # type: ignore[attr-defined]  # see the pane contract
+        if self.active_pane not in self.panes:  # shown while the engine was starting
+            await self._mount_pane(self.active_pane)
+            self._focus_pane(self.active_pane)
 
-    def on_models_pane_mounted(self, event: ModelsPane.Mounted) -> None:
-        """Hand the engine to the Models pane once it is mounted (after the first frame)."""
-        if self.engine_started and self.engine is not None:
-            event.pane.use_engine(self.engine)
-
-    @on(DiscoveryFinished)
-    def _discovery_finished(self) -> None:
-        self.chat_pane.discovery_finished()
-        for models_pane in self.models_panes:
-            models_pane.refresh_models()
-
-    @on(EngineFailed)
-    def _engine_failed(self, event: EngineFailed) -> None:
-        self.chat_pane.engine_failed(event.error)
-        self.notify(event.error, title="muxtui could not start", severity="error", timeout=30)
-
-    @on(ServerStateUpdated)
-    @on(ModelsUpdated)
-    def _models_changed(self) -> None:
-        self.chat_pane.refresh_models()
-        for models_pane in self.models_panes:
-            models_pane.refresh_models()
+    @on(EventReceived)
+    def _event_received(self, event: EventReceived) -> None:
+        """Hand the event to every mounted pane (panes that do not care ignore it)."""
+        if isinstance(event.data, EngineFailed):
+            self.engine_error = event.data.error
+            self.notify(
+                event.data.error, title="muxtui could not start", severity="error", timeout=30
+            )
+            for slot in self.query(".pane-slot").results(Container):
+                if slot.id not in self.panes:
+                    self._show_placeholder(slot)
+        for pane in self.panes.values():
+            pane.post_message(EventReceived(event.data, event.turn_id))
 
     async def on_unmount(self) -> None:
         """Write a pending config change and close the engine (stopping its servers)."""
-        if self._save_timer is not None:
-            self._save_timer.stop()
-            self._save_timer = None
-            self._save_config()  # the app is closing: no one would see an error now
+        self.ui_choices.save_now()
         self.bridge.detach()
         if self.engine is not None:
             await self.engine.aclose()
 
     # --- panes -------------------------------------------------------------------------------
 
-    @property
-    def chat_pane(self) -> ChatPane:
-        """The chat pane."""
-        return self.query_one(ChatPane)
+    def pane(self, pane_id: str) -> Widget | None:
+        """The mounted pane with this id, or None if it has not been shown yet."""
+        return self.panes.get(pane_id)
 
     @property
-    def models_panes(self) -> list[ModelsPane]:
-        """The Models pane, once it is mounted (after the first frame), as a list of zero or one."""
-        return cast("list[ModelsPane]", list(self.query("ModelsPane")))
+    def active_pane(self) -> str:
+        """The id of the pane shown."""
+        return self.query_one(PaneTabs).active
 
-    def action_show_pane(self, pane: str) -> None:
-        """Switch to a pane by id and focus its main widget."""
-        self.query_one(TabbedContent).active = pane
-        target = "#prompt" if pane == "chat" else "#model-table"
-        for widget in self.query(target):
-            widget.focus()
+    async def action_show_pane(self, pane_id: str) -> None:
+        """Switch to a pane by id (mounting it the first time) and focus its main widget."""
+        self.query_one(PaneTabs).active = pane_id
+        self.query_one("#panes", ContentSwitcher).current = pane_id
+        await self._mount_pane(pane_id)
+        self._focus_pane(pane_id)
+
+    async def _mount_pane(self, pane_id: str) -> Widget | None:
+        """Mount a pane built with the engine; until the engine has started, say so instead."""
+        if pane_id in self.panes:
+            return self.panes[pane_id]
+        slot = self.query_one(f"#panes > #{pane_id}", Container)
+        if self.engine is None or not self.engine_started:
+            self._show_placeholder(slot)
+            return None
+        spec = next(spec for spec in self.PANES if spec.id == pane_id)
+        pane = spec.load()(self.engine)
+        self.panes[pane_id] = pane
+        await slot.remove_children()
+        with contextlib.suppress(MountError):  # the app is already closing
+            await slot.mount(pane)
+        return pane
+
+    def _show_placeholder(self, slot: Container) -> None:
+        text = (
+            f"muxtui could not start its engine: {self.engine_error}"
+            if self.engine_error
+            else "Starting the engine…"
+        )
+        placeholders = slot.query(".pane-placeholder")
+        if placeholders:
+            placeholders.first(Static).update(text)
+        else:
+            slot.mount(Static(text, classes="pane-placeholder", markup=False))
+
+    def _focus_pane(self, pane_id: str) -> None:
+        spec = next(spec for spec in self.PANES if spec.id == pane_id)
+        pane = self.panes.get(pane_id)
+        if spec.focus and pane is not None:
+            for widget in pane.query(f"#{spec.focus}") if pane.id != spec.focus else [pane]:
+                widget.focus()
+
+    async def run_pane_action(self, pane_id: str, action: str) -> None:
+        """Show a pane, then run one of its actions (what the palette's pane commands do)."""
+        await self.action_show_pane(pane_id)
+        pane = self.panes.get(pane_id)
+        if pane is None:
+            self.notify("muxtui is still starting its engine; try again in a moment.")
+            return
+        # Called directly rather than through `run_action`, which skips an action the pane's
+        # `check_action` hides from the footer: from the palette, the action explains instead.
+        outcome = getattr(pane, f"action_{action}")()
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    @on(TitleChanged)
+    def _title_changed(self, event: TitleChanged) -> None:
+        self.sub_title = event.title
 
     # --- choices saved to the config ---------------------------------------------------------
 
@@ -254,84 +328,46 @@ class MuxtuiApp(App[int]):
         self.search_themes()
 
     def _theme_changed(self, theme: Theme) -> None:
-        if theme.name != self.config.ui.theme:
-            self.config.ui.theme = theme.name
-            self._schedule_save()
+        self.post_message(ChoiceMade("theme", theme.name))
 
-    @on(ChatPane.ModelChosen)
-    def _model_chosen(self, event: ChatPane.ModelChosen) -> None:
-        if event.model != self.config.ui.last_model:
-            self.config.ui.last_model = event.model
-            self._schedule_save()
-
-    def _schedule_save(self) -> None:
-        if self._save_timer is not None:
-            self._save_timer.stop()
-        self._save_timer = self.set_timer(SAVE_AFTER_S, self._save_in_thread)
-
-    def _save_in_thread(self) -> None:
-        self._save_timer = None
-        self.run_worker(self._save_worker, thread=True, group="save-config", exit_on_error=False)
-
-    def _save_worker(self) -> None:
-        if error := self._save_config():
-            self.call_from_thread(
-                self.notify, error, title="settings not saved", severity="warning"
-            )
-
-    def _save_config(self) -> str:
-        """Write the config file (atomic, mode 0600); returns what went wrong, if anything."""
-        try:
-            ui = self.config.ui
-            update_config_file(
-                self.paths.config_file, "ui", {"theme": ui.theme, "last_model": ui.last_model}
-            )
-        except OSError as exc:
-            return f"could not save {self.paths.config_file}: {exc.strerror or exc}"
-        except MuxtuiError as exc:
-            return str(exc)
-        return ""
+    @on(ChoiceMade)
+    def _choice_made(self, event: ChoiceMade) -> None:
+        if getattr(self.config.ui, event.name) != event.value:
+            setattr(self.config.ui, event.name, event.value)
+            self.ui_choices.changed(event.name, event.value)
 
     # --- command palette ---------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """The main actions first, then Textual's own (theme, keys, quit ...)."""
-        chat = self.chat_pane
-
-        def on_chat(action: str) -> None:
-            self.action_show_pane("chat")
-            self.call_after_refresh(self.run_action, action, chat)
-
-        yield SystemCommand("New chat", "Start a new conversation", lambda: on_chat("new_chat"))
-        yield SystemCommand(
-            "Switch model",
-            "Pick the model for the chat (fuzzy search)",
-            lambda: on_chat("pick_model"),
-        )
-        if chat.turn is not None:
-            yield SystemCommand("Stop reply", "Stop the streaming reply", chat.action_stop)
-        yield SystemCommand("Copy last reply", "Copy the last reply", chat.action_copy_reply)
-        yield SystemCommand(
-            "Chat settings",
-            "System prompt, temperature and max tokens",
-            lambda: on_chat("toggle_settings"),
-        )
+        """Every pane and its commands, the theme, then Textual's own (keys, quit ...)."""
+        for spec in self.PANES:
+            yield from _pane_commands(self, spec)
         yield SystemCommand("Switch theme", "Pick a theme; it is saved", self.action_pick_theme)
-        yield SystemCommand(
-            "Chat pane", "Show the Chat pane (F2)", lambda: self.action_show_pane("chat")
-        )
-        yield SystemCommand(
-            "Models pane",
-            "Show local and remote models; preload, unload, pin (F3)",
-            lambda: self.action_show_pane("models"),
-        )
         for command in super().get_system_commands(screen):
-            if command.title != "Theme":
+            if command.title != "Theme":  # ours above saves the choice
                 yield command
+
+
+def _pane_commands(app: MuxtuiApp, spec: PaneSpec) -> Iterable[SystemCommand]:
+    key = key_hint(app.config.ui.keys, app.BINDINGS, f"pane-{spec.id}", spelled_out=True)
+    yield SystemCommand(
+        f"{spec.title} pane",
+        f"{spec.description} ({key})",
+        partial(app.run_action, f"show_pane('{spec.id}')"),
+    )
+    for command in spec.commands:
+        yield SystemCommand(
+            command.title, command.help, partial(app.run_pane_action, spec.id, command.action)
+        )
 
 
 def run_app(config: Config, paths: Paths) -> int:
     """Run the full-screen app until the person quits; returns the exit status."""
+    # What the imports made lives as long as the process: frozen, no collection walks it again.
+    # Collections also wait until the first frame is painted (`_start_engine` turns them back
+    # on): a full one in the middle of it costs as much as laying the frame out.
+    gc.freeze()
+    gc.disable()
     app = MuxtuiApp(config, paths)
     app.run()
     return app.return_code or 0

@@ -1,8 +1,14 @@
-"""The one bridge from engine events (plain dataclasses) to Textual messages, past-tense named."""
+"""The one bridge from engine events (frozen dataclasses) to Textual messages.
+
+`EventReceived` carries any engine event unchanged in `data`; handlers match on its type and use
+its fields, so no event's fields are declared twice. `EngineFailed` and `DiscoveryFinished` are
+the app's own news about the engine, delivered the same way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
@@ -10,120 +16,41 @@ from textual.message import Message
 if TYPE_CHECKING:
     from textual.message_pump import MessagePump
 
-    from muxtui.engine.events import ChatStats, ServerState
-
-# `engine.events` (a dozen dataclasses, ~10 ms) is imported where events are translated: the
-# first frame needs none of it.
+# `engine.events` (a dozen dataclasses, ~10 ms) is not imported here: the first frame needs none
+# of it, and the bridge passes events through without looking inside.
 
 
-class EngineStarted(Message):
-    """The engine opened its history and began discovery; panes may now query it."""
-
-
-class EngineFailed(Message):
+@dataclass(frozen=True)
+class EngineFailed:
     """The engine could not start; `error` says why and what to do."""
 
-    def __init__(self, error: str) -> None:
-        super().__init__()
-        self.error = error
+    error: str
 
 
-class DiscoveryFinished(Message):
+@dataclass(frozen=True)
+class DiscoveryFinished:
     """The engine's background search for models ended (or took too long to wait for)."""
 
 
-class ServerStateUpdated(Message):
-    """A local model server moved from one state to another."""
+class EventReceived(Message, bubble=False):
+    """An engine event arrived; `data` is the event itself (e.g. a `ServerStateChanged`).
 
-    def __init__(self, model: str, state: ServerState, previous: ServerState, detail: str) -> None:
+    `turn_id` ties the events of one chat turn's stream to that turn; 0 for broadcast events.
+    It does not bubble: the app forwards it to each pane, and a pane to no one.
+    """
+
+    def __init__(self, data: object, turn_id: int = 0) -> None:
         super().__init__()
-        self.model = model
-        self.state = state
-        self.previous = previous
-        self.detail = detail
-
-
-class ModelsUpdated(Message):
-    """The set of known models changed (discovery finished, config reloaded)."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.names = names
-
-
-class StatusReported(Message):
-    """Progress of a chat turn before its first token, e.g. a local server loading."""
-
-    def __init__(self, turn_id: int, status: str) -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.status = status
-
-
-class DeltaReceived(Message):
-    """A piece of reply text arrived."""
-
-    def __init__(self, turn_id: int, text: str) -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.text = text
-
-
-class ReplyFinished(Message):
-    """A reply completed; `text` is all of it."""
-
-    def __init__(self, turn_id: int, text: str, stats: ChatStats, finish_reason: str) -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.text = text
-        self.stats = stats
-        self.finish_reason = finish_reason
-
-
-class ReplyStopped(Message):
-    """A reply was stopped by the person before it completed."""
-
-    def __init__(self, turn_id: int) -> None:
-        super().__init__()
+        self.data = data
         self.turn_id = turn_id
 
 
-class ReplyFailed(Message):
-    """A reply ended in an error; `error` is one line naming the problem and the fix."""
-
-    def __init__(self, turn_id: int, error: str, partial_text: str = "") -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.error = error
-        self.partial_text = partial_text
-
-
-def chat_message(turn_id: int, event: object) -> Message | None:
-    """The Textual message for one event of a chat turn's stream, or None if it has none."""
-    from muxtui.engine.events import ChatDelta, ChatFinished, ChatStatus
-
-    if isinstance(event, ChatDelta):
-        return DeltaReceived(turn_id, event.text)
-    if isinstance(event, ChatStatus):
-        return StatusReported(turn_id, event.message)
-    if isinstance(event, ChatFinished):
-        return ReplyFinished(turn_id, event.text, event.stats, event.finish_reason)
-    return None
-
-
-def engine_message(event: object) -> Message | None:
-    """The Textual message for one event the engine broadcasts to its listeners."""
-    from muxtui.engine.events import ModelsChanged, ServerStateChanged
-
-    if isinstance(event, ServerStateChanged):
-        return ServerStateUpdated(event.model, event.state, event.previous, event.detail)
-    if isinstance(event, ModelsChanged):
-        return ModelsUpdated(event.names)
-    return None
+class EngineStarted(Message):
+    """The engine opened its history and began discovery; panes may now use it."""
 
 
 class EngineBridge:
-    """Listens to the engine and posts each event, as a Textual message, to one target."""
+    """Listens to the engine and posts each event, as `EventReceived`, to one target."""
 
     def __init__(self, target: MessagePump) -> None:
         self._target = target
@@ -141,7 +68,5 @@ class EngineBridge:
             self._unsubscribe = None
 
     def on_engine_event(self, event: object) -> None:
-        """Translate one engine event and post it; safe to call from any thread."""
-        message = engine_message(event)
-        if message is not None:
-            self._target.post_message(message)
+        """Post one engine event to the target; safe to call from any thread."""
+        self._target.post_message(EventReceived(event))

@@ -25,7 +25,43 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def key_hint(keymap: Mapping[str, str], bindings: Iterable[BindingType], binding_id: str) -> str:
-    """How a person presses a binding, `[ui.keys]` remaps included: "ctrl+n" shows as "^n"."""
+def key_hint(
+    keymap: Mapping[str, str],
+    bindings: Iterable[BindingType],
+    binding_id: str,
+    *,
+    spelled_out: bool = False,
+) -> str:
+    """How a person presses a binding, `[ui.keys]` remaps included.
+
+    "ctrl+n" shows as "^n", or as "Ctrl+N" when `spelled_out`.
+    """
     default = next(b.key for b in bindings if isinstance(b, Binding) and b.id == binding_id)
-    return keymap.get(binding_id, default).split(",")[0].replace("ctrl+", "^")
+    key = keymap.get(binding_id, default).split(",")[0].replace("escape", "esc")
+    if spelled_out:
+        return "+".join(part.upper() if len(part) == 1 else part.title() for part in key.split("+"))
+    return key.replace("ctrl+", "^")
+
+
+def key_hints(
+    keymap: Mapping[str, str], bindings: Iterable[BindingType], *, spelled_out: bool = False
+) -> dict[str, str]:
+    """`key_hint` for every binding that has an id, by id."""
+    listed = list(bindings)
+    return {
+        binding.id: key_hint(keymap, listed, binding.id, spelled_out=spelled_out)
+        for binding in listed
+        if isinstance(binding, Binding) and binding.id
+    }
+
+
+NONE = "–"
+
+
+def format_bytes(count: int) -> str:
+    """A byte count in MiB or GiB, or a dash for zero."""
+    if count <= 0:
+        return NONE
+    if count >= 2**30:
+        return f"{count / 2**30:.1f} GiB"
+    return f"{count / 2**20:.0f} MiB"

@@ -1,69 +1,97 @@
-"""The footer: Textual's, but it rebuilds its keys only when the keys it shows change."""
+"""The footer: the keys that work now, drawn by one widget; the command palette's at the right."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual.widgets import Footer
+from textual import events
+from textual.content import Content
+from textual.widget import Widget
 
 if TYPE_CHECKING:
-    from textual.app import ComposeResult
+    from textual.binding import Binding
     from textual.screen import Screen
 
-# What the footer shows: each shown binding with its state, tooltip and how its key is written.
-ShownKeys = tuple[tuple[object, ...], ...]
+# One widget rather than Textual's Footer (a widget per key, each restyled as the bindings
+# change, recomposed after every refresh of them): the footer is in the first frame, and every
+# widget there costs a style pass.
 
 
-class KeysFooter(Footer):
-    """A Footer that recomposes once per burst of binding changes, and only if its keys changed.
+class KeysFooter(Widget):
+    """The shown bindings of the focused widget and its ancestors; a click presses the key."""
 
-    Textual's Footer recomposes after every refresh of the bindings (three at start-up: the
-    screen resuming, the focus moving, and the refresh after that), and composing its keys costs
-    a style update per key. `show_keys` composes the keys before the first frame is painted.
+    DEFAULT_CSS = """
+    KeysFooter {
+        dock: bottom;
+        height: 1;
+        background: $footer-background;
+        color: $footer-description-foreground;
+    }
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._update_pending = False
-        self._shown: ShownKeys | None = None
+        self._keys_at: list[tuple[int, int, str]] = []  # (first cell, end, key) as drawn
 
-    def _keys_to_show(self) -> ShownKeys:
-        app = self.app
-        active = self.screen.active_bindings
-        shown: list[tuple[object, ...]] = [
-            (binding, enabled, tooltip, app.get_key_display(binding))
-            for (_, binding, enabled, tooltip) in active.values()
+    def on_mount(self) -> None:
+        """Redraw whenever the screen's bindings change (focus moved, a check_action flipped)."""
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+
+    def on_unmount(self) -> None:
+        """Stop listening to the screen."""
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def _bindings_changed(self, screen: Screen[object]) -> None:
+        if screen is self.screen:
+            self.refresh()
+
+    def shown_bindings(self) -> list[tuple[Binding, bool]]:
+        """The bindings the footer shows, each with whether it can run now."""
+        return [
+            (binding, enabled)
+            for (_, binding, enabled, _tooltip) in self.screen.active_bindings.values()
             if binding.show
         ]
-        palette = active.get(app.COMMAND_PALETTE_BINDING)
-        if palette is not None and self.show_command_palette and app.ENABLE_COMMAND_PALETTE:
-            _, binding, enabled, tooltip = palette
-            shown.append(("palette", binding, enabled, tooltip, app.get_key_display(binding)))
-        return tuple(shown)
 
-    def compose(self) -> ComposeResult:
-        """Textual's keys; remembers which keys they are."""
-        self._shown = self._keys_to_show() if self._bindings_ready else None
-        yield from super().compose()
+    def render(self) -> Content:
+        """Each key and what it does, one or two spaces apart; the palette's key at the right."""
+        app = self.app
+        gap = " " if self.screen.has_class("-narrow") else "  "
+        keys_at: list[tuple[int, int, str]] = []
+        left = Content(" ")
+        for binding, enabled in self.shown_bindings():
+            if len(keys_at):
+                left += gap
+            label = self._key(binding, enabled)
+            keys_at.append((left.cell_length, left.cell_length + label.cell_length, binding.key))
+            left += label
+        right = Content("")
+        palette = self.screen.active_bindings.get(app.COMMAND_PALETTE_BINDING)
+        if palette is not None and app.ENABLE_COMMAND_PALETTE:
+            _, binding, enabled, _tooltip = palette
+            right = Content.assemble("▏", self._key(binding, enabled), " ")
+        room = self.size.width - right.cell_length
+        if left.cell_length > room:
+            left = left.truncate(max(0, room))
+        start = max(room, left.cell_length)
+        if palette is not None:
+            keys_at.append((start + 1, start + right.cell_length, palette[1].key))
+        self._keys_at = keys_at
+        return Content.assemble(left, " " * max(0, room - left.cell_length), right)
 
-    def bindings_changed(self, screen: Screen[object]) -> None:
-        """Update the keys after the next refresh, once however many changes come before it."""
-        self._bindings_ready = True
-        if not screen.app.app_focus:
-            return
-        if self.is_attached and screen is self.screen and not self._update_pending:
-            self._update_pending = True
-            self.call_after_refresh(self._update_keys)
+    def on_click(self, event: events.Click) -> None:
+        """Press the key that was clicked."""
+        offset = event.get_content_offset(self)
+        for first, end, key in self._keys_at:
+            if offset is not None and first <= offset.x < end:
+                event.stop()
+                self.app.simulate_key(key.split(",")[0])
+                return
 
-    async def _update_keys(self) -> None:
-        self._update_pending = False
-        if self.is_attached and self._keys_to_show() != self._shown:
-            await self.recompose()
-
-    async def show_keys(self) -> None:
-        """Compose the keys now (before the first frame), rather than a refresh later."""
-        self._bindings_ready = True
-        if self._keys_to_show() != self._shown:
-            # Run as the footer (the keys bind to its `compact`), though the app calls this.
-            with self._context():
-                await self.recompose()
+    def _key(self, binding: Binding, enabled: bool) -> Content:
+        label = Content.assemble(
+            (self.app.get_key_display(binding), "bold $footer-key-foreground"),
+            " ",
+            binding.description,
+        )
+        return label.stylize("dim") if not enabled else label

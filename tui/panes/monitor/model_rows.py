@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from textual.widgets import DataTable
 
-from muxtui.tui.widgets.model_table import NONE, format_bytes
+from muxtui.tui.display import NONE, format_bytes
 
 if TYPE_CHECKING:
     from muxtui.engine.monitor.samples import Sample, ServerSample

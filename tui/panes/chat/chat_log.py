@@ -9,7 +9,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 if TYPE_CHECKING:
-    from muxtui.tui.widgets.message_view import MessageView, ShownMessage
+    from muxtui.engine.history import StoredMessage
+    from muxtui.tui.panes.chat.message_view import MessageView, ShownMessage
 
 # Long chats mount only this many messages; older ones stay in history, not in the widget tree.
 MAX_MOUNTED = 60
@@ -18,9 +19,18 @@ MAX_MOUNTED = 60
 def _message_view_class() -> type[MessageView]:
     # Imported on first use: Markdown pulls in markdown-it (~70 ms), which the first frame of
     # an empty chat does not need. The app warms this import up after the first frame.
-    from muxtui.tui.widgets.message_view import MessageView
+    from muxtui.tui.panes.chat.message_view import MessageView
 
     return MessageView
+
+
+def shown(message: StoredMessage) -> ShownMessage:
+    """How a stored message is displayed."""
+    from muxtui.tui.panes.chat.message_view import ShownMessage
+
+    return ShownMessage(
+        message.role, message.content, message.model, message.status, message.stats, message.error
+    )
 
 
 class ChatLog(VerticalScroll):
@@ -64,6 +74,15 @@ class ChatLog(VerticalScroll):
             self.hidden_count += len(extra)
             await self.remove_children(extra)
             await self._update_hidden_note()
+        return view
+
+    async def add_exchange(self, prompt: str, model: str) -> MessageView:
+        """Mount a prompt and the (empty, streaming) reply to it; returns the reply's view."""
+        from muxtui.tui.panes.chat.message_view import ShownMessage
+
+        await self.add_message(ShownMessage("user", prompt))
+        view = await self.add_message(ShownMessage("assistant", "", model, status="streaming"))
+        self.anchor()
         return view
 
     async def _update_hidden_note(self) -> None:

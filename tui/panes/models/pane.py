@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Label, Static
 
-from muxtui.engine.config import Config
-from muxtui.engine.events import ModelEntry, ServerState
-from muxtui.tui.chat_pane import configured_models
+from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
+from muxtui.tui.bridge import EventReceived
 from muxtui.tui.display import shorten_home
-from muxtui.tui.widgets.model_table import ModelTable
-from muxtui.tui.widgets.server_log import ServerLog
+from muxtui.tui.panes.models.model_table import ModelTable
+from muxtui.tui.panes.models.server_log import ServerLog
 
 if TYPE_CHECKING:
     from textual.timer import Timer
 
     from muxtui.engine.core import Engine
 
-# Seconds between refreshes of the table (TTL countdowns, RSS); re-armed after each one.
+# Seconds between refreshes of the live counters (TTL countdowns, RSS) while the pane is shown;
+# re-armed after each one.
 REFRESH_EVERY_S = 1.0
 
 
@@ -47,17 +46,16 @@ class ModelsPane(Vertical):
         ),
     ]
 
-    def __init__(self, config: Config, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.config = config
-        self.engine: Engine | None = None
-        self.entries: list[ModelEntry] = configured_models(config)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(id="models-pane")
+        self.engine = engine
+        self.entries: list[ModelEntry] = []
         self._refresh_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         """The table above the selected server's details and log."""
         yield Label(
-            "p preload · u unload · t pin/unpin · r rescan · the log follows the selected model",
+            "p preload · u unload · t pin · r rescan · the log follows the selected model",
             classes="hint",
         )
         yield ModelTable(id="model-table")
@@ -65,41 +63,42 @@ class ModelsPane(Vertical):
         yield Label("Log", id="log-title", classes="section-title")
         yield ServerLog(id="server-log")
 
-    class Mounted(Message):
-        """The pane is in place (it mounts after the first frame); the app hands it the engine."""
-
-        def __init__(self, pane: ModelsPane) -> None:
-            super().__init__()
-            self.pane = pane
-
     def on_mount(self) -> None:
-        """Show what the config names, and tell the app the pane is ready for the engine."""
-        self.query_one(ModelTable).show_entries(self.entries)
-        self._show_selected()
-        self.post_message(self.Mounted(self))
-
-    def use_engine(self, engine: Engine) -> None:
-        """Start showing the engine's live model list, refreshed about once a second."""
-        self.engine = engine
+        """Show the engine's models; the live counters refresh while the pane is shown."""
         self.refresh_models()
 
     def refresh_models(self) -> None:
-        """Re-read the model list now and re-arm the next refresh."""
+        """Re-read the model list (live counters) now and re-arm the next refresh."""
         if self._refresh_timer is not None:
             self._refresh_timer.stop()
-            self._refresh_timer = None
-        if self.engine is None:
-            return
         self._refresh_timer = self.set_timer(REFRESH_EVERY_S, self.refresh_models)
-        if not self.is_on_screen:  # hidden behind another tab: catch up in on_show
-            return
-        self.entries = list(self.engine.list_models())
-        self.query_one(ModelTable).show_entries(self.entries)
-        self._show_selected()
+        if self.is_on_screen or not self.entries:  # hidden: catch up in on_show
+            self._show_entries(self.engine.list_models())
 
     def on_show(self) -> None:
         """Bring the table up to date as soon as the pane comes into view."""
         self.call_after_refresh(self.refresh_models)
+
+    @on(EventReceived)
+    def _event_received(self, event: EventReceived) -> None:
+        data = event.data
+        if isinstance(data, ServerStateChanged):
+            self._show_entries(
+                [
+                    replace(entry, state=data.state, detail=data.detail)
+                    if entry.name == data.model
+                    else entry
+                    for entry in self.entries
+                ]
+            )
+        elif isinstance(data, ModelsChanged) and set(data.names) != {e.name for e in self.entries}:
+            # The event names the models; rows for new ones need what only the list has.
+            self._show_entries(self.engine.list_models())
+
+    def _show_entries(self, entries: list[ModelEntry]) -> None:
+        self.entries = entries
+        self.query_one(ModelTable).show_entries(entries)
+        self._show_selected()
 
     def _selected_entry(self) -> ModelEntry | None:
         name = self.query_one(ModelTable).selected_name
@@ -123,48 +122,48 @@ class ModelsPane(Vertical):
             title.update(f"Log · {what}")
             log.follow(None, "Select a local model to follow its server's log.")
             return
-        path = self._log_path(entry.name)
-        where = f" · {shorten_home(path)}" if path is not None else ""
-        title.update(f"Log · {entry.name}{where}")
+        path = self.engine.servers.log_path(entry.name)
+        title.update(f"Log · {entry.name} · {shorten_home(path)}")
         log.follow(path, "The server has not written a log yet.")
 
-    def _log_path(self, name: str) -> Path | None:
-        if self.engine is None:
-            return None
-        path: Path = self.engine.servers.log_path(name)
-        return path
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer server actions only on a local model, once the engine is running."""
-        if action == "rescan":
-            return self.engine is not None
+        """Offer the server keys only on a local model."""
         if action in ("preload", "unload", "toggle_pin"):
             entry = self._selected_entry()
-            return self.engine is not None and entry is not None and entry.local
+            return entry is not None and entry.local
         return True
+
+    def _selected_local(self, what: str) -> ModelEntry | None:
+        """The selected local model, or None after saying why `what` cannot be done."""
+        entry = self._selected_entry()
+        if entry is None or not entry.local:
+            self.notify(
+                f"Select a local model to {what} (↑ and ↓ move the selection).", severity="warning"
+            )
+            return None
+        return entry
 
     def action_preload(self) -> None:
         """Start the selected local server and keep it warm."""
-        if (entry := self._selected_entry()) is not None and self.engine is not None:
+        if (entry := self._selected_local("preload")) is not None:
             self._run_server_action(
                 f"preload {entry.name}", self.engine.servers.preload(entry.name)
             )
 
     def action_unload(self) -> None:
         """Stop the selected local server."""
-        if (entry := self._selected_entry()) is not None and self.engine is not None:
+        if (entry := self._selected_local("unload")) is not None:
             self._run_server_action(f"unload {entry.name}", self.engine.servers.unload(entry.name))
 
     def action_rescan(self) -> None:
         """Scan the model folders and PATH again (a GGUF just downloaded shows up)."""
-        if self.engine is not None:
-            self._run_server_action("rescan", self.engine.servers.refresh())
+        self._run_server_action("rescan", self.engine.servers.refresh())
 
     def action_toggle_pin(self) -> None:
         """Pin the selected local server (never evicted) or unpin it."""
         from muxtui.engine.errors import MuxtuiError
 
-        if (entry := self._selected_entry()) is not None and self.engine is not None:
+        if (entry := self._selected_local("pin or unpin")) is not None:
             try:
                 self.engine.servers.set_pinned(entry.name, not entry.pinned)
             except MuxtuiError as exc:

@@ -1,4 +1,4 @@
-"""Modal screens: the fuzzy model picker, a one-line text prompt, and a yes/no confirmation."""
+"""The model picker: type to fuzzy-search every known model, local and remote."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.content import Content
 from textual.fuzzy import FuzzySearch
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList
+from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from muxtui.engine.events import ModelEntry
+from muxtui.tui.dialogs import DialogScreen
 
 
 def model_summary(entry: ModelEntry) -> str:
@@ -43,7 +43,7 @@ def rank_models(query: str, entries: Sequence[ModelEntry]) -> list[tuple[ModelEn
     return [(entry, name) for _, _, entry, name in ranked]
 
 
-class ModelPickerScreen(ModalScreen[str | None]):
+class ModelPickerScreen(DialogScreen[str | None]):
     """Type to fuzzy-search every known model, local and remote; Enter picks, Esc cancels."""
 
     AUTO_FOCUS = "#picker-search"
@@ -108,62 +108,3 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def action_dismiss_picker(self) -> None:
         """Close without changing the model."""
         self.dismiss(None)
-
-
-class TextPromptScreen(ModalScreen[str | None]):
-    """Ask for one line of text (e.g. a conversation's new title)."""
-
-    AUTO_FOCUS = "#text-prompt-input"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="prompt-cancel"),
-    ]
-
-    def __init__(self, title: str, value: str = "") -> None:
-        super().__init__()
-        self.prompt_title = title
-        self.value = value
-
-    def compose(self) -> ComposeResult:
-        """A title and an input."""
-        with Vertical(classes="dialog"):
-            yield Label(self.prompt_title, classes="dialog-title")
-            yield Input(self.value, id="text-prompt-input")
-            yield Label("Enter saves · Esc cancels", classes="dialog-hint")
-
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
-
-    def action_cancel(self) -> None:
-        """Close without a value."""
-        self.dismiss(None)
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Ask a yes/no question; `y` or the Yes button confirms."""
-
-    AUTO_FOCUS = "#confirm-no"  # start on the safe answer
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes", id="confirm-yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm-no"),
-    ]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        """The question and two buttons."""
-        with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes (y)", variant="error", id="confirm-yes")
-                yield Button("No (n)", id="confirm-no")
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, answer: bool) -> None:
-        """Close with the answer."""
-        self.dismiss(answer)

@@ -1,10 +1,12 @@
-"""What the chat pane shows when there is no model to talk to: how to add one."""
+"""What an empty chat shows: how to start (a model is there), or how to add a model (none is)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from textual.content import Content
+from textual.reactive import var
 from textual.widgets import Static
 
 from muxtui.tui.display import shorten_home
@@ -61,25 +63,67 @@ def searching_content() -> Content:
     )
 
 
+def ready_content(model: str, keys: Mapping[str, str]) -> Content:
+    """What to do next in an empty chat: the model in use, how to switch, how to send.
+
+    `keys` maps binding ids to how each key is written (remapped keys included).
+    """
+    return Content.assemble(
+        ("New chat with ", "bold $accent"),
+        (model, "bold $primary"),
+        "\n\nType below and press ",
+        (keys["send"], "bold"),
+        " to send; ",
+        (keys["newline"], "bold"),
+        " starts a new line.\n",
+        (keys["pick-model"], "bold"),
+        " switches the model · ",
+        (keys["chat-settings"], "bold"),
+        " sets a system prompt, temperature and max tokens.\n",
+        (keys["focus-conversations"], "bold"),
+        " opens a saved conversation; ",
+        (keys["new-chat"], "bold"),
+        " starts a new one.",
+    )
+
+
 class EmptyState(Static):
-    """The first-run help: how to add a provider or install the `local` extra."""
+    """The empty chat's guide; the pane sets `model` and `searching`, and it redraws itself."""
+
+    model: var[str] = var("", init=False)
+    searching: var[bool] = var(False, init=False)
 
     def __init__(
-        self, config_file: Path, *, searching: bool, discovery: bool, id: str | None = None
+        self,
+        config_file: Path,
+        keys: Mapping[str, str],
+        *,
+        searching: bool,
+        discovery: bool,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.config_file = config_file
-        self.searching = searching
+        self.keys = dict(keys)
         self.discovery = discovery
+        self.set_reactive(EmptyState.searching, searching)
 
     def on_mount(self) -> None:
-        """Show the help, or that discovery is still running."""
-        self.show(searching=self.searching)
+        """Show the guide for the state the pane set before mounting."""
+        self._show()
 
-    def show(self, *, searching: bool) -> None:
-        """Switch between "looking for models" and the help on adding one."""
-        self.searching = searching
-        if searching:
+    def watch_model(self) -> None:
+        """Redraw for the new model."""
+        self._show()
+
+    def watch_searching(self) -> None:
+        """Redraw once discovery has ended."""
+        self._show()
+
+    def _show(self) -> None:
+        if self.model:
+            self.update(ready_content(self.model, self.keys))
+        elif self.searching:
             self.update(searching_content())
         else:
             self.update(empty_state_content(self.config_file, discovery=self.discovery))

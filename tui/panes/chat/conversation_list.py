@@ -1,4 +1,4 @@
-"""The list of saved conversations, newest first, with keys to rename and delete them."""
+"""The list of saved conversations, newest first, with keys to open, rename and delete them."""
 
 from __future__ import annotations
 
@@ -14,12 +14,36 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 class ConversationList(OptionList):
     """Saved conversations by title; selecting one opens it in the chat pane."""
 
+    # Off the footer: the sidebar's hint shows these while the list has the focus.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("r", "rename", "Rename", id="rename-chat", tooltip="Rename this conversation"),
         Binding(
-            "d,delete", "delete", "Delete", id="delete-chat", tooltip="Delete this conversation"
+            "r",
+            "rename",
+            "Rename",
+            id="rename-chat",
+            tooltip="Rename this conversation",
+            show=False,
+        ),
+        Binding(
+            "d,delete",
+            "delete",
+            "Delete",
+            id="delete-chat",
+            tooltip="Delete this conversation",
+            show=False,
+        ),
+        Binding(
+            "escape",
+            "leave",
+            "Back",
+            id="leave-conversations",
+            tooltip="Back to the prompt",
+            show=False,
         ),
     ]
+
+    class Left(Message):
+        """The person left the list without opening a conversation."""
 
     class RenameRequested(Message):
         """The person asked to rename a conversation."""
@@ -67,6 +91,10 @@ class ConversationList(OptionList):
         """Ask the pane to rename the highlighted conversation."""
         if (conversation_id := self.highlighted_id) is not None:
             self.post_message(self.RenameRequested(conversation_id))
+
+    def action_leave(self) -> None:
+        """Hand focus back to the pane."""
+        self.post_message(self.Left())
 
     def action_delete(self) -> None:
         """Ask the pane to delete the highlighted conversation."""

@@ -1,0 +1,1 @@
+"""The Chat pane: conversations, the model picker, settings, streamed replies."""
