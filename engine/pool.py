@@ -32,6 +32,9 @@ class ClientPool:
     def __init__(self, network: NetworkConfig) -> None:
         self._network = network
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._limits: dict[str, int] = {}
+        # Clients replaced by a larger one; they may still carry a stream, so they close last.
+        self._retired: list[httpx.AsyncClient] = []
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
@@ -40,17 +43,41 @@ class ClientPool:
         key = endpoint_key(base_url)
         client = self._clients.get(key)
         if client is None:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
-            client = self._clients[key] = self._new_client(key, max_connections)
+            connections = max(1, max_connections or self._network.max_connections)
+            keepalive = min(self._network.max_keepalive, connections)
+            client = self._add(key, connections, keepalive)
         return client
 
-    def _new_client(self, key: str, max_connections: int) -> httpx.AsyncClient:
+    def reserve(self, base_url: str, connections: int) -> httpx.AsyncClient:
+        """The client for `base_url` with room for `connections` requests at once, all kept alive.
+
+        A client with a smaller limit is replaced (new requests use the larger one), so a batch
+        asking for 16 at once gets 16 connections rather than queueing behind the default 10.
+        """
+        key = endpoint_key(base_url)
+        client = self._clients.get(key)
+        if client is not None and self._limits[key] >= connections:
+            return client
+        if client is not None:
+            self._retired.append(client)
+        return self._add(key, max(1, connections), max(1, connections))
+
+    def limit(self, base_url: str) -> int:
+        """The connection limit of `base_url`'s client now; 0 before it has one."""
+        return self._limits.get(endpoint_key(base_url), 0)
+
+    def _add(self, key: str, connections: int, keepalive: int) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        client = self._clients[key] = self._new_client(key, connections, keepalive)
+        self._limits[key] = connections
+        return client
+
+    def _new_client(self, key: str, connections: int, keepalive: int) -> httpx.AsyncClient:
         network = self._network
-        connections = max(1, max_connections or network.max_connections)
         limits = httpx.Limits(
             max_connections=connections,
-            max_keepalive_connections=max(1, min(network.max_keepalive, connections)),
+            max_keepalive_connections=max(1, keepalive),
             keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
         # Waiting for a free pooled connection is part of waiting for the reply.
@@ -80,5 +107,6 @@ class ClientPool:
     async def aclose(self) -> None:
         """Close every client and its connections."""
         self._closed = True
-        clients, self._clients = list(self._clients.values()), {}
+        clients = [*self._clients.values(), *self._retired]
+        self._clients, self._retired = {}, []
         await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)

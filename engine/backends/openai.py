@@ -168,6 +168,23 @@ class OpenAIBackend(Backend):
         except (ValueError, KeyError, TypeError):
             raise ProtocolFailure("a model list", response.content[:200]) from None
 
+    # A ready body sent as given (`Engine.forward_chat`, the batch runner): built once per backend,
+    # a parsed URL and fixed headers save httpx a third of its per-request work.
+    _post_url: httpx.URL | None = None
+    _post_headers: dict[str, str] | None = None
+
+    async def post_chat(self, body: bytes) -> httpx.Response:
+        """POST a JSON chat body exactly as given, not streamed; the response, read whole."""
+        if self._post_url is None:
+            import httpx
+
+            self._post_url = httpx.URL(self._chat_url)
+            self._post_headers = self._headers | {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+        return await self.client.post(self._post_url, content=body, headers=self._post_headers)
+
 
 class _EndState:
     """Reads each SSE payload, returns its text and remembers usage and finish reason."""
