@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from muxtui.engine.backends.base import (
     Backend,
@@ -51,7 +52,11 @@ from muxtui.engine.router import Router, Target
 from muxtui.engine.servers import LocalEndpoint, ServerManager
 
 if TYPE_CHECKING:
+    from muxtui.engine.batch.forward import Reply
+    from muxtui.engine.batch.jobs import BatchJob, BatchJobs
+    from muxtui.engine.batch.runner import BatchSpec, BatchSummary
     from muxtui.engine.discovery import Discovered
+    from muxtui.engine.events import BatchProgress
     from muxtui.engine.paths import Paths
 
 log = logging.getLogger("muxtui.engine")
@@ -113,6 +118,8 @@ class Engine:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if "batches" in self.__dict__:  # runs close their files before the pool goes
+            await self.batches.aclose()
         try:
             await self.servers.aclose()
         finally:
@@ -376,6 +383,29 @@ class Engine:
         held.push_async_exit(manager)
         while statuses:
             yield ChatStatus(statuses.pop(0))
+
+    # --- batches (engine/batch) --------------------------------------------------------------
+
+    @functools.cached_property
+    def batches(self) -> BatchJobs:
+        """This engine's batch runs: start, watch, cancel (the Batch pane, `muxtui batch`)."""
+        from muxtui.engine.batch.jobs import BatchJobs
+
+        return BatchJobs(self)
+
+    def start_batch(self, spec: BatchSpec) -> BatchJob:
+        """Start a batch in the background; the handle gives its progress and cancels it."""
+        return self.batches.start(spec)
+
+    async def run_batch(
+        self, spec: BatchSpec, on_progress: Callable[[BatchProgress], None] | None = None
+    ) -> BatchSummary:
+        """Run a batch to its end in the calling task; cancelling the task stops it cleanly."""
+        return await self.batches.run(spec, on_progress)
+
+    async def forward_chat(self, model: str, body: Mapping[str, Any]) -> Reply:
+        """Send one chat body as given, not streamed, to `model` with retries; the reply as sent."""
+        return await self.batches.forward_chat(model, body)
 
 
 async def _whole_reply(

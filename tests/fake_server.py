@@ -13,6 +13,7 @@ import collections
 import copy
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -37,6 +38,9 @@ class Behaviour:
     token_text: str = "tok "  # each token's text; reply text = token_text * tokens
     include_timings: bool = False  # add a llama-server style "timings" object
     startup_delay: float = 0.0  # /health answers 503 {"status":"loading"} until then
+    fail_rate: float = 0.0  # chance that a chat request fails with one of fail_statuses
+    fail_statuses: tuple[int, ...] = (429, 503)
+    total_slots: int | None = None  # GET /props reports it, as llama-server does
 
 
 @dataclass
@@ -112,6 +116,7 @@ class FakeOpenAIServer:
         self.connections_open = self.in_flight = 0
         self.reset_counters()
         self._failures: collections.deque[Failure] = collections.deque()
+        self._random = random.Random(0)  # injected failures repeat run to run
         self._chats_done = 0
         self._started_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,7 +189,7 @@ class FakeOpenAIServer:
     def reset_counters(self) -> None:
         """Zeroes the cumulative counters (the gauges connections_open and in_flight stay)."""
         self.connections_accepted = self.requests_served = self.chat_requests = 0
-        self.disconnects_mid_stream = 0
+        self.disconnects_mid_stream = self.injected_failures = 0
         self.max_in_flight = self.in_flight
         self.requests.clear()
 
@@ -293,6 +298,8 @@ class FakeOpenAIServer:
             m, expires = self.models[0], "2026-11-23T12:00:00Z"
             ps = {"name": m, "model": m, "size": _SIZE, "size_vram": _SIZE, "expires_at": expires}
             return {"models": [ps | {"details": _DETAILS}]}
+        if path == "/props" and self.behaviour.total_slots:
+            return {"total_slots": self.behaviour.total_slots}
         return {"version": "0.0.0-fake"} if path == "/api/version" else None
 
     async def _route(self, req: RecordedRequest, r: Reader, w: Writer, keep: bool) -> bool:
@@ -323,6 +330,9 @@ class FakeOpenAIServer:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         b = copy.copy(self.behaviour)
         fail = self._failures.popleft() if self._failures else Failure()
+        if b.fail_rate and not self._failures and self._random.random() < b.fail_rate:
+            fail = Failure(status=self._random.choice(b.fail_statuses))
+            self.injected_failures += 1
         try:
             if b.first_byte_delay > 0:
                 await asyncio.sleep(b.first_byte_delay)
@@ -484,13 +494,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="fake-model")
     p.add_argument("--tokens", type=int, default=5)
     p.add_argument("--token-gap", type=float, default=0.0)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before each chat reply")
+    p.add_argument("--total-slots", type=int, default=None, help="reported at GET /props")
     p.add_argument("--startup-delay", type=float, default=0.0)
     p.add_argument("--crash-after-requests", type=int, default=None)
     p.add_argument("--exit-after", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)  # ignores e.g. llama-server's `-m PATH -ngl 99`
     log = sys.stderr
     behaviour = Behaviour(
-        tokens=args.tokens, token_gap=args.token_gap, startup_delay=args.startup_delay
+        tokens=args.tokens,
+        token_gap=args.token_gap,
+        startup_delay=args.startup_delay,
+        first_byte_delay=args.latency,
+        total_slots=args.total_slots,
     )
     models = [m for m in args.models.split(",") if m] or ["fake-model"]
     server = FakeOpenAIServer(models, args.host, args.port, behaviour)
