@@ -29,7 +29,6 @@ from muxtui.engine.errors import (
     BadRequestError,
     LocalServerError,
     ProviderError,
-    RateLimitedError,
     StreamInterruptedError,
     UnknownModelError,
 )
@@ -47,7 +46,14 @@ from muxtui.engine.events import (
 )
 from muxtui.engine.history import History
 from muxtui.engine.pool import ClientPool
-from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify, interrupted
+from muxtui.engine.retry import (
+    ATTEMPT_FAILURES,
+    AttemptFailure,
+    RetryPolicy,
+    classify,
+    interrupted,
+    retry_delay,
+)
 from muxtui.engine.router import Router, Target
 from muxtui.engine.servers import LocalEndpoint, ServerManager
 
@@ -334,20 +340,10 @@ class Engine:
         self, failure: AttemptFailure, endpoint: Endpoint, attempt: int, turn: _Turn
     ) -> float:
         """Seconds to wait before trying again, or the error to raise when it must not be."""
-        policy = self.retry_policy
         if turn.parts:
             raise interrupted(failure, endpoint, turn.text())
-        retry_after = failure.retry_after
-        if retry_after is not None and retry_after > policy.max_retry_after:
-            raise RateLimitedError(
-                endpoint.provider,
-                f"rate limited; the server asks to wait {retry_after:.0f} s; "
-                "try again then, or give the model fallbacks in the config",
-                status=failure.error.status,
-            )
-        if not failure.retryable or attempt >= policy.retries:
-            raise failure.error
-        return policy.delay(attempt, retry_after)
+        later = "try again then, or give the model fallbacks in the config"
+        return retry_delay(self.retry_policy, failure, endpoint, attempt, later)
 
     async def _hold_local(
         self, target: Target, held: contextlib.AsyncExitStack, lease: list[LocalEndpoint]

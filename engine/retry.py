@@ -146,6 +146,25 @@ def interrupted(failure: AttemptFailure, endpoint: Endpoint, partial_text: str) 
     return StreamInterruptedError(endpoint.provider, message, partial_text)
 
 
+def retry_delay(
+    policy: RetryPolicy, failure: AttemptFailure, endpoint: Endpoint, attempt: int, later: str
+) -> float:
+    """Seconds to wait before retry `attempt`, or the error to raise when there must be none.
+
+    `later` is the fix a person reads when the server asks for a longer wait than allowed.
+    """
+    retry_after = failure.retry_after
+    if retry_after is not None and retry_after > policy.max_retry_after:
+        raise RateLimitedError(
+            endpoint.provider,
+            f"rate limited; the server asks to wait {retry_after:.0f} s; {later}",
+            status=failure.error.status,
+        )
+    if not failure.retryable or attempt >= policy.retries:
+        raise failure.error
+    return policy.delay(attempt, retry_after)
+
+
 def _classify_status(exc: HTTPFailure, endpoint: Endpoint) -> AttemptFailure:
     status, provider = exc.status, endpoint.provider
     detail = _server_message(exc, endpoint)

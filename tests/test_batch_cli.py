@@ -165,3 +165,30 @@ def _check_no_duplicates(paths: OutputPaths) -> None:
     seen = [line for line in complete.splitlines() if line]
     custom_ids = [line.split(b'"custom_id":', 1)[1].split(b",", 1)[0] for line in seen]
     assert len(custom_ids) == len(set(custom_ids))
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(
+    fake_server: FakeOpenAIServer, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    fake_server.behaviour.first_byte_delay = 0.02
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(300))
+    argv = batch_argv(config_for(write_config, fake_server.base_url), str(source), "-m", "little")
+    paths = OutputPaths.beside(tmp_path / "in.results.jsonl")
+    process = subprocess.Popen(
+        [*argv, "-c", "4"], env=muxtui_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(records(paths.results)) < 10:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("muxtui: batch cancelled with ") and "run the same command" in last
+    finished = ids(paths.results)  # whole lines only: `records` fails on a torn one
+    assert 10 <= len(finished) < 300
+    fake_server.reset_counters()
+    again = subprocess.run(argv, env=muxtui_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert fake_server.chat_requests == 300 - len(finished)
+    assert_each_once({f"r{n}" for n in range(300)}, paths.results, paths.errors)

@@ -296,3 +296,32 @@ async def test_forward_chat_returns_the_reply_as_sent(
     assert reply.parsed["choices"][0]["message"]["content"] == "tok " * 5
     assert json.loads(reply.content) == reply.parsed
     assert server.requests[-1].json == {**body, "model": "fake-model"}
+
+
+async def test_local_models_run_one_after_the_other_each_started_once(
+    engines: Engines, tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    from muxtui.engine.config import load_config
+    from muxtui.engine.events import ServerState, ServerStateChanged
+    from tests.test_tui_support import local_entry
+
+    text = local_entry("a", args="--total-slots 2") + local_entry("b", args="--total-slots 3")
+    text += "[cache]\nmax_models = 1\n\n[network]\ndiscovery = false\n"
+    config = load_config(write_config(text), must_exist=True)
+    rows = [{"custom_id": f"r{n}", "prompt": "hi", "model": "ab"[n % 2]} for n in range(24)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)  # the models alternate line by line
+    engine = engines(config, FAST)
+    starts: list[str] = []
+    engine.add_listener(
+        lambda event: starts.append(event.model)
+        if isinstance(event, ServerStateChanged) and event.state is ServerState.STARTING
+        else None
+    )
+    summary = await engine.run_batch(BatchSpec(source))
+    assert starts == ["a", "b"]  # a's items all ran before b's server replaced it
+    assert summary.exit_status == 0
+    assert_each_once({f"r{n}" for n in range(24)}, summary.output)
+    assert any("a: 2 at once, from the slots" in note for note in summary.notes)
+    assert any("b: 3 at once, from the slots" in note for note in summary.notes)
+    models = {record["response"]["body"]["model"] for record in records(summary.output)}
+    assert models == {"fake-model"}  # the local server's own model id was sent

@@ -24,7 +24,13 @@ from muxtui.engine.errors import (
     RateLimitedError,
     UnreachableError,
 )
-from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, RetryPolicy, classify
+from muxtui.engine.retry import (
+    ATTEMPT_FAILURES,
+    AttemptFailure,
+    RetryPolicy,
+    classify,
+    retry_delay,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -93,23 +99,6 @@ def read_reply(response: httpx.Response) -> Reply:
         response.headers.get("x-request-id", ""),
         tokens if isinstance(tokens, int) else 0,
     )
-
-
-def retry_delay(
-    policy: RetryPolicy, failure: AttemptFailure, endpoint: Endpoint, attempt: int
-) -> float:
-    """Seconds to wait before the next attempt; raises the error when there must be none."""
-    retry_after = failure.retry_after
-    if retry_after is not None and retry_after > policy.max_retry_after:
-        raise RateLimitedError(
-            endpoint.provider,
-            f"rate limited; the server asks to wait {retry_after:.0f} s; "
-            "run the batch again later, or lower --concurrency",
-            status=failure.error.status,
-        )
-    if not failure.retryable or attempt >= policy.retries:
-        raise failure.error
-    return policy.delay(attempt, retry_after)
 
 
 def error_code(exc: MuxtuiError) -> str:
@@ -210,7 +199,8 @@ class Forwarder:
                 outcome = await self._attempt(route, endpoint, body)
             if isinstance(outcome, Reply):
                 return outcome
-            await asyncio.sleep(retry_delay(self.policy, outcome, endpoint, attempt))
+            later = "run the batch again later, or lower --concurrency"
+            await asyncio.sleep(retry_delay(self.policy, outcome, endpoint, attempt, later))
             attempt += 1
 
     async def _attempt(

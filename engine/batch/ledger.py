@@ -16,11 +16,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from muxtui.engine.config import write_private_atomically
 
 _RESULT_PREFIX = b'{"id":"batch_req_'
 _CUSTOM_ID = b'"custom_id":'
@@ -174,7 +175,8 @@ def rewrite_results(results: Path, drop: set[str]) -> None:
                 kept.add(custom_id)
                 yield raw
 
-    _replace(results, lines())
+    write_private_atomically(results, lines())
+    sync_directory(results.parent)  # the rename itself survives a power cut
 
 
 def truncate(path: Path, size: int) -> None:
@@ -186,23 +188,6 @@ def truncate(path: Path, size: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _replace(path: Path, lines: Iterator[bytes]) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as handle:
-            for line in lines:
-                handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    sync_directory(path.parent)
 
 
 def sync_directory(directory: Path) -> None:
