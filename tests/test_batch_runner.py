@@ -325,3 +325,34 @@ async def test_local_models_run_one_after_the_other_each_started_once(
     assert any("b: 3 at once, from the slots" in note for note in summary.notes)
     models = {record["response"]["body"]["model"] for record in records(summary.output)}
     assert models == {"fake-model"}  # the local server's own model id was sent
+
+
+async def test_retry_after_is_honoured_and_a_too_long_one_is_recorded_once(
+    server: FakeOpenAIServer, engines: Engines, tmp_path: Path
+) -> None:
+    server.fail_next(Failure(retry_after=0.05), Failure(retry_after=120))
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    engine = engines(batch_config(server.base_url), FAST)
+    summary = await engine.run_batch(BatchSpec(source, model="m", concurrency=1, ordered=True))
+    paths = OutputPaths.beside(summary.output)
+    # r0 waited the 0.05 s asked for, then was told 120 s: recorded once, not waited for.
+    assert ids(paths.results) == ["r1"]
+    (error,) = records(paths.errors)
+    assert (error["custom_id"], error["error"]["code"]) == ("r0", "rate_limited")
+    assert "asks to wait 120 s" in error["error"]["message"]
+    assert server.chat_requests == 3
+
+
+async def test_a_dead_endpoint_is_passed_over_and_every_item_succeeds(
+    engines: Engines, tmp_path: Path
+) -> None:
+    with FakeOpenAIServer() as alive:
+        dead = FakeOpenAIServer().start()
+        dead_url = dead.base_url
+        dead.stop()  # nothing listens there now: connection refused
+        source = write_jsonl(tmp_path / "in.jsonl", prompts(40))
+        config = batch_config([dead_url, alive.base_url])
+        summary = await engines(config, FAST).run_batch(BatchSpec(source, concurrency=4))
+        assert summary.exit_status == 0
+        assert alive.chat_requests == 40
+        assert_each_once({f"r{n}" for n in range(40)}, summary.output)

@@ -63,6 +63,7 @@ _POSTERS: dict[str, type[OpenAIBackend] | type[OllamaBackend]] = {
 class Reply:
     """A successful reply: the body as the server sent it, and what it says it cost."""
 
+    status: int
     content: bytes
     parsed: dict[str, Any]
     request_id: str  # the server's x-request-id header, or ""
@@ -94,6 +95,7 @@ def read_reply(response: httpx.Response) -> Reply:
     usage = parsed.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     return Reply(
+        response.status_code,
         content,
         parsed,
         response.headers.get("x-request-id", ""),

@@ -77,14 +77,15 @@ class RecordIds:
         return f"{self._prefix}{self._count:08x}"
 
 
-def result_line(record_id: str, custom_id: str, request_id: str, body: bytes) -> bytes:
+def result_line(record_id: str, custom_id: str, status: int, request_id: str, body: bytes) -> bytes:
     """A result record around the reply body exactly as the server sent it (one line of JSON)."""
     return (
-        b'{"id":"%s","custom_id":%s,"response":{"status_code":200,"request_id":%s,"body":%s},'
+        b'{"id":"%s","custom_id":%s,"response":{"status_code":%d,"request_id":%s,"body":%s},'
         b'"error":null}\n'
         % (
             record_id.encode(),
             _dumps(custom_id).encode(),
+            status,
             _dumps(request_id).encode(),
             body,
         )

@@ -165,7 +165,14 @@ class BatchRun:
         for custom_id in found.stale:
             done.pop(custom_id, None)
         done.update(found.adopted)
-        await asyncio.to_thread(self._repair, resume, found.stale, bool(found.adopted))
+        repair = asyncio.ensure_future(
+            asyncio.to_thread(self._repair, resume, found.stale, bool(found.adopted))
+        )
+        try:
+            await asyncio.shield(repair)
+        except asyncio.CancelledError:
+            await repair  # a rewrite in progress finishes before the lock is let go
+            raise
         self.files.open()
         for custom_id, key in found.adopted.items():
             self.files.add_key(custom_id, key)
@@ -290,7 +297,9 @@ class BatchRun:
             latency = time.monotonic() - started
             if isinstance(outcome, Reply):
                 body = one_line_body(outcome.content, outcome.parsed)
-                line = result_line(self._ids.next(), work.custom_id, outcome.request_id, body)
+                line = result_line(
+                    self._ids.next(), work.custom_id, outcome.status, outcome.request_id, body
+                )
                 self._finish(work, Record(work.custom_id, work.key, line))
                 tracker.item_done(
                     work.custom_id,

@@ -107,6 +107,15 @@ class BatchPane(Widget):
         if latest is not None:
             self._follow(latest)
 
+    def on_show(self) -> None:
+        """Offer the models known now (discovery may have found more since)."""
+        select: Select[str] = self.query_one("#batch-model", Select)
+        chosen = select.value
+        options = self._model_options()
+        select.set_options(options)
+        if isinstance(chosen, str) and any(value == chosen for _, value in options):
+            select.value = chosen
+
     def _model_options(self) -> list[tuple[str, str]]:
         return [(entry.name, entry.name) for entry in self.engine.list_models()]
 
