@@ -147,8 +147,7 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: ChatRequest) -> Completion:
         """One non-streaming request."""
-        body = self._body(request, stream=False)
-        response = await self.client.post(self._chat_url, json=body, headers=self._headers)
+        response = await self.post_chat(json.dumps(self._body(request, stream=False)).encode())
         content = response.content
         if response.status_code >= 400:
             raise error_from_response(response, content)
