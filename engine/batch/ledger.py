@@ -182,6 +182,8 @@ def rewrite_results(results: Path, drop: set[str]) -> None:
 def truncate(path: Path, size: int) -> None:
     """Cut `path` to `size` bytes (a torn last line, or every record) and sync it."""
     with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == size:
+            return
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, size)
