@@ -5,10 +5,11 @@ Scenarios, each bounded in time, each with its baseline measured in the same run
   latency     200 items at 100 ms a reply, concurrency 16: wall time against the ideal 1.25 s
               (target <= 1.05x), raw httpx doing the same, and the connections the batch opened
               under the default [network] max_connections = 10 (target: 16).
-  throughput  20,000 items, no latency, concurrency 16: items/s against raw httpx posting the
-              same bodies and parsing the replies, writing nothing (target >= 0.8x), for each
-              fsync policy: never, every 1 s (the default), before each item counts (group
-              commit). The difference is what the ledger's durability costs.
+  throughput  20,000 items per client, no latency, concurrency 16, in rounds with the clients
+              in rotating order: items/s against raw httpx posting the same bodies and parsing
+              the replies, writing nothing (target >= 0.8x), for each fsync policy: never,
+              every 1 s (the default), before each item counts (group commit). The difference
+              is what the ledger's durability costs.
   memory      peak RSS of a batch process over a 1,000-line and a 100,000-line input, each in
               a fresh process (target: growth <= 20 MB).
   seeds       the seeds' batch: 100 prompts, 4 workers (here: the 4 slots the server reports),
@@ -147,42 +148,67 @@ async def latency(work: Path, rounds: int) -> list[str]:
     ]
 
 
-async def throughput(work: Path, count: int) -> list[str]:
+async def throughput(work: Path, count: int, rounds: int) -> list[str]:
+    """Rounds of count/rounds items per client, the clients in rotating order; per-round ratios.
+
+    A busy machine drifts by more than the difference measured, so each round compares the
+    clients side by side, as bench/chat_overhead.py does.
+    """
     port = free_port()
     server = start_server(port, TOKENS)
     every_cpu = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     pin(0, 0)
     pin(server.pid, 1)
-    lines = [f"[throughput] {count} items, no latency, concurrency 16 (client CPU 0, server 1)"]
+    size = count // rounds
+    policies = {"fsync every 1 s (default)": 1.0, "never fsync": None, "fsync each item": 0.0}
+    rates: dict[str, list[float]] = {"raw": [], **{label: [] for label in policies}}
+    cpu: dict[str, list[float]] = {name: [] for name in rates}
     try:
         warm = fresh(work / "warm-up")  # first-call costs (imports, pool) stay out of the figures
         async with engine_for(port, warm) as engine:
             await engine.run_batch(BatchSpec(write_input(warm / "in.jsonl", 200), concurrency=16))
-        raw_rates = [count / await raw_httpx(port, count, 16)]
-        for label, sync in (("fsync every 1 s (default)", 1.0), ("never fsync", None),
-                            ("fsync before each item counts", 0.0)):  # fmt: skip
-            folder = fresh(work / "throughput")
-            source = write_input(folder / "in.jsonl", count)
-            async with engine_for(port, folder) as engine:
-                wall, summary = await timed_batch(
-                    engine, BatchSpec(source, concurrency=16, sync_every_s=sync)
-                )
-            done = summary.progress.succeeded
-            lines.append(
-                f"  batch, {label:30s} {done / wall:7.1f} items/s ({done} in {wall:.1f} s)"
-            )
-            raw_rates.append(count / await raw_httpx(port, count, 16))
+        for number in range(rounds):
+            names = list(rates)
+            names = names[number % len(names) :] + names[: number % len(names)]
+            for name in names:
+                cpu_before, started = time.process_time(), time.perf_counter()
+                if name == "raw":
+                    await raw_httpx(port, size, 16)
+                else:
+                    folder = fresh(work / "throughput")
+                    source = write_input(folder / "in.jsonl", size)
+                    cpu_before, started = time.process_time(), time.perf_counter()
+                    async with engine_for(port, folder) as engine:
+                        spec = BatchSpec(source, concurrency=16, sync_every_s=policies[name])
+                        _, summary = await timed_batch(engine, spec)
+                    assert summary.progress.succeeded == size
+                rates[name].append(size / (time.perf_counter() - started))
+                cpu[name].append((time.process_time() - cpu_before) / size * 1e6)
     finally:
         server.terminate()
         server.wait(timeout=10)
         if every_cpu:
             os.sched_setaffinity(0, every_cpu)  # later scenarios' processes inherit it
-    raw = statistics.median(raw_rates)
-    lines.insert(1, f"  raw httpx (median of {len(raw_rates)})            {raw:7.1f} items/s")
-    for index in range(2, len(lines)):
-        rate = float(lines[index].split("items/s")[0].split()[-1])
-        lines[index] += f"  = {rate / raw:.3f}x raw  target >= 0.8"
+    lines = [
+        f"[throughput] {rounds} rounds of {size} items per client ({rounds * size} each), "
+        "no latency, concurrency 16, client on CPU 0 and server on CPU 1; per-round "
+        "ratio to raw httpx: median [quartiles]",
+        f"  raw httpx                    {statistics.median(rates['raw']):7.1f} items/s, "
+        f"client CPU {statistics.median(cpu['raw']):6.0f} us/item",
+    ]
+    for label in policies:
+        ratios = [b / r for b, r in zip(rates[label], rates["raw"], strict=True)]
+        lines.append(
+            f"  batch, {label:27s} {statistics.median(rates[label]):7.1f} items/s, "
+            f"client CPU {statistics.median(cpu[label]):6.0f} us/item, "
+            f"ratio {_spread(ratios)}  target >= 0.8"
+        )
     return lines
+
+
+def _spread(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return f"{median:.3f} [{q1:.3f}..{q3:.3f}]"
 
 
 def memory(work: Path, sizes: tuple[int, ...]) -> list[str]:
@@ -264,7 +290,7 @@ async def bench(args: argparse.Namespace) -> int:
         if "latency" in wanted:
             report += await latency(work, args.rounds)
         if "throughput" in wanted:
-            report += await throughput(work, args.items)
+            report += await throughput(work, args.items, args.throughput_rounds)
         if "memory" in wanted:
             report += memory(work, (1_000, args.memory_lines))
         if "seeds" in wanted:
@@ -280,6 +306,7 @@ def main() -> int:
     parser.add_argument("--only", default="latency,throughput,memory,seeds")
     parser.add_argument("--items", type=int, default=20_000, help="throughput: items")
     parser.add_argument("--rounds", type=int, default=3, help="latency: runs of each client")
+    parser.add_argument("--throughput-rounds", type=int, default=5)
     parser.add_argument("--memory-lines", type=int, default=100_000)
     parser.add_argument("--seed-scale", type=float, default=10.0, help="seeds: latency divisor")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
