@@ -73,6 +73,10 @@ class BatchJob:
         paths = self.paths
         return await asyncio.to_thread(find_record, (paths.results, paths.errors), custom_id)
 
+    def ended(self) -> None:
+        """The run's task is over: wake `updates()` so it ends at once."""
+        self._changed.set()
+
     def publish(self, progress: BatchProgress) -> None:
         """Take a new progress and wake whoever watches `updates()`."""
         self.progress = progress
@@ -104,6 +108,7 @@ class BatchJobs:
         self._jobs.append(job)
         job.task = asyncio.create_task(self._run(job, None), name=f"muxtui-batch-{job.id}")
         job.task.add_done_callback(_retrieve)  # its error is in `job.error`; never "unretrieved"
+        job.task.add_done_callback(lambda _: job.ended())
         return job
 
     async def run(
