@@ -20,7 +20,9 @@ def batch_config(
     named = models or {"m": "fake-model"}
     return Config(
         providers={"fake": ProviderConfig(base_url=base_url, max_connections=max_connections)},
-        models={name: ModelConfig(provider="fake", id=model_id) for name, model_id in named.items()},
+        models={
+            name: ModelConfig(provider="fake", id=model_id) for name, model_id in named.items()
+        },
         network=NetworkConfig(discovery=False),
     )
 
@@ -60,9 +62,8 @@ def assert_each_once(expected: set[str], *paths: Path) -> None:
     counts = Counter(custom_id for path in paths for custom_id in ids(path))
     repeated = {custom_id: n for custom_id, n in counts.items() if n > 1}
     assert not repeated, f"repeated: {sorted(repeated)[:10]}"
-    assert set(counts) == expected, (
-        f"missing {sorted(expected - set(counts))[:10]}, extra {sorted(set(counts) - expected)[:10]}"
-    )
+    missing, extra = sorted(expected - set(counts)), sorted(set(counts) - expected)
+    assert not missing and not extra, f"missing {missing[:10]}, extra {extra[:10]}"
 
 
 def sent_prompts(server: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""`muxtui batch` as a real subprocess: results, exit statuses, one-line errors, SIGKILL and resume."""
+"""`muxtui batch` as a real subprocess: results, exit statuses, one-line errors, kills, resume."""
 
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def test_batch_writes_results_a_progress_bar_and_a_summary(
     lines = result.stderr.strip().splitlines()
     bar = lines[0]
     assert "30/30" in bar and "items/s" in bar and "tok/s" in bar and "ETA" in bar
-    assert lines[1] == "muxtui: little: 10 at once, from [network] max_connections (--concurrency sets it)"
+    assert (
+        lines[1]
+        == "muxtui: little: 10 at once, from [network] max_connections (--concurrency sets it)"
+    )
     assert lines[-1].startswith("muxtui: batch finished: 30 ok in ")
     assert lines[-1].endswith(f"→ {tmp_path / 'in.results.jsonl'}")
     assert_each_once({f"r{n}" for n in range(30)}, tmp_path / "in.results.jsonl")

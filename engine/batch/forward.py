@@ -103,6 +103,10 @@ def read_reply(response: httpx.Response) -> Reply:
     )
 
 
+def _in_flight(shard: Shard) -> int:
+    return shard.in_flight
+
+
 def error_code(exc: MuxtuiError) -> str:
     """A short code for an error record, from the typed error."""
     for kind, code in (
@@ -117,8 +121,18 @@ def error_code(exc: MuxtuiError) -> str:
     return "server_error"
 
 
+class Shard:
+    """One of an endpoint's clients (see `ClientPool.shards`) and its requests in flight."""
+
+    __slots__ = ("in_flight", "poster")
+
+    def __init__(self, poster: ChatPoster) -> None:
+        self.poster = poster
+        self.in_flight = 0
+
+
 class Route:
-    """Where one model's requests go: its endpoints, their weights, and a poster for each."""
+    """Where one model's requests go: its endpoints, their weights, and clients for each."""
 
     def __init__(self, forwarder: Forwarder, target: Target, connections: int) -> None:
         self.target = target
@@ -127,21 +141,29 @@ class Route:
         self.connections = connections
         self.weights: dict[str, float] = {e.base_url: 1.0 for e in target.endpoints}
         self._forwarder = forwarder
-        self._posters: dict[str, ChatPoster] = {}
+        self._shards: dict[str, list[Shard]] = {}
         self._local: dict[str, Endpoint] = {}
         self._turns = itertools.count()
 
-    def poster(self, endpoint: Endpoint) -> ChatPoster:
-        """The poster for one endpoint, on a pooled client with room for `connections`."""
-        poster = self._posters.get(endpoint.base_url)
-        if poster is None:
-            pool = self._forwarder.pool
+    def shard(self, endpoint: Endpoint) -> Shard:
+        """The endpoint's client with the fewest requests in flight.
+
+        The clients have room for `connections` (else the provider's or the config's limit)
+        between them: a batch of 16 opens 16 connections.
+        """
+        shards = self._shards.get(endpoint.base_url)
+        if shards is None:
             limit = self.connections or self.target.max_connections
-            client = (
-                pool.reserve(endpoint.base_url, limit) if limit else pool.client(endpoint.base_url)
+            clients = self._forwarder.pool.shards(
+                endpoint.base_url, limit or self._forwarder.default_connections
             )
-            poster = self._posters[endpoint.base_url] = _POSTERS[self.target.kind](client, endpoint)
-        return poster
+            make = _POSTERS[self.target.kind]
+            shards = self._shards[endpoint.base_url] = [
+                Shard(make(client, endpoint)) for client in clients
+            ]
+        if len(shards) == 1:
+            return shards[0]
+        return min(shards, key=_in_flight)
 
     def local_endpoint(self, local: LocalEndpoint) -> Endpoint:
         """The endpoint of a leased local server (its port changes if it restarts)."""
@@ -176,12 +198,18 @@ class Forwarder:
     """Sends ready bodies over the engine's pool, router health and local-server leases."""
 
     def __init__(
-        self, pool: ClientPool, router: Router, servers: ServerManager, policy: RetryPolicy
+        self,
+        pool: ClientPool,
+        router: Router,
+        servers: ServerManager,
+        policy: RetryPolicy,
+        default_connections: int,
     ) -> None:
         self.pool = pool
         self.router = router
         self.servers = servers
         self.policy = policy
+        self.default_connections = default_connections  # per endpoint, when nothing says
 
     def route(self, target: Target, connections: int = 0) -> Route:
         """A route for `target`; `connections` per endpoint (0: the config's limit)."""
@@ -209,14 +237,17 @@ class Forwarder:
         self, route: Route, endpoint: Endpoint, body: bytes
     ) -> Reply | AttemptFailure:
         health = self.router.health(endpoint.base_url)
+        shard = route.shard(endpoint)
         health.in_flight += 1
+        shard.in_flight += 1
         try:
-            reply = read_reply(await route.poster(endpoint).post_chat(body))
+            reply = read_reply(await shard.poster.post_chat(body))
         except ATTEMPT_FAILURES as exc:
             health.failed(self.policy)
             return classify(exc, endpoint)
         finally:
             health.in_flight -= 1
+            shard.in_flight -= 1
         health.succeeded()
         return reply
 

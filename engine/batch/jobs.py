@@ -149,7 +149,11 @@ class BatchJobs:
         if route is None:
             if self._forwarder is None:
                 self._forwarder = Forwarder(
-                    engine.pool, engine.router, engine.servers, engine.retry_policy
+                    engine.pool,
+                    engine.router,
+                    engine.servers,
+                    engine.retry_policy,
+                    engine.config.network.max_connections,
                 )
             route = self._routes[key] = self._forwarder.route(target)
         assert self._forwarder is not None

@@ -105,7 +105,10 @@ class BatchRun:
             spec.retries if spec.retries is not None else max(policy.retries, BATCH_MIN_RETRIES)
         )
         policy = replace(policy, retries=retries)
-        self.forwarder = Forwarder(engine.pool, engine.router, engine.servers, policy)
+        network = engine.config.network
+        self.forwarder = Forwarder(
+            engine.pool, engine.router, engine.servers, policy, network.max_connections
+        )
         source = spec.input.expanduser()
         self.source = source
         self.paths = OutputPaths.beside((spec.output or default_output(source)).expanduser())
