@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,10 +9,13 @@ import pytest
 from muxtui.engine.batch.runner import BatchSpec
 from muxtui.engine.config import CacheConfig, Config, NetworkConfig
 from muxtui.engine.core import Engine
-from muxtui.engine.local_models import BUNDLED_GEMMA_NAME, bundled_gemma_path
+from muxtui.engine.local_models import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.batch_support import assert_each_once, records, write_jsonl
-from tests.test_llama_real import gemma_file  # noqa: F401  (the session's assembled model)
+from tests.test_llama_real import (  # the session's assembled model
+    gemma_file,  # noqa: F401
+    place_bundled_gemma,
+)
 
 pytestmark = pytest.mark.llama
 
@@ -24,12 +25,7 @@ async def test_a_batch_runs_on_the_bundled_gemma_with_the_slots_it_reports(
     paths: Paths,
     tmp_path: Path,
 ) -> None:
-    target = bundled_gemma_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(gemma_file, target)
-    except OSError:
-        shutil.copyfile(gemma_file, target)
+    place_bundled_gemma(gemma_file, paths)
     config = Config(
         cache=CacheConfig(stall_timeout=60, stop_grace=5, ttl=0),
         network=NetworkConfig(discovery=False),

@@ -51,17 +51,22 @@ def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield prepare_bundled_gemma(target, expected)
 
 
-@pytest.fixture
-async def gemma_manager(
-    gemma_file: Path, paths: Paths
-) -> AsyncIterator[tuple[ServerManager, Recorder]]:
-    """A manager whose bundled Gemma entry uses the session's file (no second assembly)."""
+def place_bundled_gemma(gemma_file: Path, paths: Paths) -> None:
+    """Put the session's Gemma where the bundled model is looked for (linked, else copied)."""
     target = bundled_gemma_path(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(gemma_file, target)
     except OSError:
         shutil.copyfile(gemma_file, target)
+
+
+@pytest.fixture
+async def gemma_manager(
+    gemma_file: Path, paths: Paths
+) -> AsyncIterator[tuple[ServerManager, Recorder]]:
+    """A manager whose bundled Gemma entry uses the session's file (no second assembly)."""
+    place_bundled_gemma(gemma_file, paths)
     recorder = Recorder()
     config = Config(cache=CacheConfig(stall_timeout=60, stop_grace=5, ttl=0))
     manager = ServerManager(config, paths, recorder)
