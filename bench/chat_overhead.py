@@ -11,6 +11,13 @@ median over rounds.
 
 Reported: requests per second (engine / raw), time to first token (median engine - raw, ms)
 and client CPU time per streamed token (engine / raw), for sequential and concurrent runs.
+
+With `--non-streamed` both clients ask for whole replies: raw httpx posts the body and parses
+the JSON reply; the engine goes through `Engine.forward_chat` (the batch runner's hot path:
+routing, pooled client, retry bookkeeping, reply checks) or, with `--engine-path chat`, through
+`Engine.chat` with `stream=False`. "TTFT" is then the whole request's latency and "CPU per
+token" the client CPU per request. (That a batch of 16 opens 16 connections is measured by
+bench/batch.py, against a server slow enough to keep 16 requests in flight.)
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from muxtui.engine.config import Config, ModelConfig, NetworkConfig, ProviderConfig  # noqa: E402
 from muxtui.engine.core import Engine  # noqa: E402
-from muxtui.engine.events import ChatDelta, ChatMessage  # noqa: E402
+from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatParams  # noqa: E402
 from muxtui.engine.paths import Paths  # noqa: E402
 from muxtui.engine.pool import KEEPALIVE_EXPIRY_S  # noqa: E402
 
@@ -72,11 +79,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, tokens: int) -> subprocess.Popen[bytes]:
-    """The fake server in its own process, once it answers /health."""
+def start_server(port: int, tokens: int, *extra: str) -> subprocess.Popen[bytes]:
+    """The fake server in its own process (with `extra` arguments), once it answers /health."""
     script = REPO_ROOT / "tests" / "fake_server.py"
     process = subprocess.Popen(
-        [sys.executable, str(script), "--port", str(port), "--tokens", str(tokens)],
+        [sys.executable, str(script), "--port", str(port), "--tokens", str(tokens), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -121,6 +128,54 @@ def raw_turn(client: httpx.AsyncClient, url: str) -> Turn:
     return turn
 
 
+def raw_post_turn(client: httpx.AsyncClient, url: str) -> Turn:
+    """One whole reply through raw httpx: post the body, parse the JSON, take the text."""
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
+    }
+
+    async def turn() -> tuple[float, int]:
+        started = time.perf_counter()
+        response = await client.post(url, json=body)
+        text = response.json()["choices"][0]["message"]["content"]
+        assert text
+        return time.perf_counter() - started, 1
+
+    return turn
+
+
+def engine_forward_turn(engine: Engine) -> Turn:
+    """One whole reply through `Engine.forward_chat`, the batch runner's path."""
+    body = {
+        "model": "bench",
+        "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
+    }
+
+    async def turn() -> tuple[float, int]:
+        started = time.perf_counter()
+        reply = await engine.forward_chat("bench", body)
+        text = reply.parsed["choices"][0]["message"]["content"]
+        assert text
+        return time.perf_counter() - started, 1
+
+    return turn
+
+
+def engine_whole_chat_turn(engine: Engine) -> Turn:
+    """One whole reply through `Engine.chat` with `stream=False`."""
+    params = ChatParams(stream=False)
+
+    async def turn() -> tuple[float, int]:
+        started = time.perf_counter()
+        async for event in engine.chat("bench", MESSAGES, params):
+            if isinstance(event, ChatFinished):
+                assert event.text
+        return time.perf_counter() - started, 1
+
+    return turn
+
+
 def engine_turn(engine: Engine) -> Turn:
     """One streamed reply through `Engine.chat`."""
 
@@ -159,6 +214,28 @@ async def run(turn: Turn, requests: int, concurrency: int) -> RunResult:
     return RunResult(len(ttfts), tokens, wall, cpu, ttfts)
 
 
+def pick_clients(
+    args: argparse.Namespace,
+    client: httpx.AsyncClient,
+    twin: httpx.AsyncClient,
+    engine: Engine,
+    url: str,
+) -> dict[str, Turn]:
+    """The raw client and the one compared with it, for the mode asked for."""
+    if not args.non_streamed:
+        return {
+            "raw": raw_turn(client, url),
+            "engine": raw_turn(twin, url) if args.control else engine_turn(engine),
+        }
+    if args.control:
+        compared = raw_post_turn(twin, url)
+    elif args.engine_path == "chat":
+        compared = engine_whole_chat_turn(engine)
+    else:
+        compared = engine_forward_turn(engine)
+    return {"raw": raw_post_turn(client, url), "engine": compared}
+
+
 def pin(pid: int, cpu: int) -> None:
     """Keep a process on one CPU so client and server never trade places mid-run."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
@@ -187,8 +264,11 @@ async def bench(args: argparse.Namespace) -> int:
         keepalive_expiry=KEEPALIVE_EXPIRY_S,
     )
     timeout = httpx.Timeout(network.read_timeout, connect=network.connect_timeout)
+    what = "streamed"
+    if args.non_streamed:
+        what = f"non-streamed, engine path: {args.engine_path}"
     report = [
-        "Chat overhead: engine vs raw httpx, same loopback server, same run",
+        f"Chat overhead ({what}): engine vs raw httpx, same loopback server, same run",
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.tokens} tokens per reply, "
         f"{args.rounds} rounds of {args.requests} requests per client and mode"
         + (", client and server pinned to CPUs 0 and 1" if args.pin else ""),
@@ -202,10 +282,7 @@ async def bench(args: argparse.Namespace) -> int:
             Engine(config, paths, discover=False) as engine,
         ):
             url = f"{base_url}/chat/completions"
-            clients = {
-                "raw": raw_turn(client, url),
-                "engine": raw_turn(twin, url) if args.control else engine_turn(engine),
-            }
+            clients = pick_clients(args, client, twin, engine, url)
             modes = [("sequential", 1), (f"{args.concurrency}-way concurrent", args.concurrency)]
             modes = [mode for mode in modes if args.only in ("", mode[0].split()[-1])]
             for label, concurrency in modes:
@@ -266,6 +343,15 @@ def main() -> int:
     parser.add_argument("--only", choices=("sequential", "concurrent"), default="")
     parser.add_argument(
         "--control", action="store_true", help="raw httpx against raw httpx: the noise floor"
+    )
+    parser.add_argument(
+        "--non-streamed", action="store_true", help="whole replies instead of streams"
+    )
+    parser.add_argument(
+        "--engine-path",
+        choices=("forward", "chat"),
+        default="forward",
+        help="non-streamed: Engine.forward_chat (the batch path) or Engine.chat(stream=False)",
     )
     return asyncio.run(bench(parser.parse_args()))
 

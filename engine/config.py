@@ -15,6 +15,7 @@ import tempfile
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -388,15 +389,16 @@ def update_config_file(path: Path, table: str, values: dict[str, Any]) -> None:
     write_private_atomically(path, tomlkit.dumps(document).encode("utf-8"))
 
 
-def write_private_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a crash leaves either the old or the new file, mode 0600."""
+def write_private_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replace `path` with `data` (or its chunks, streamed) so a crash leaves either the old or
+    the new file, mode 0600."""
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.writelines([data] if isinstance(data, bytes) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

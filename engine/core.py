@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from muxtui.engine.batch.facade import BatchMixin
 from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
@@ -57,7 +58,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(FitMixin, MonitorMixin):
+class Engine(BatchMixin, FitMixin, MonitorMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(
@@ -110,6 +111,8 @@ class Engine(FitMixin, MonitorMixin):
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if "batches" in self.__dict__:  # runs close their files before the pool goes
+            await self.batches.aclose()
         await self._discovery.aclose()
         await self._monitor.aclose()
         try:

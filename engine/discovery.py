@@ -200,9 +200,13 @@ def _api_key(provider: ProviderConfig, environ: Mapping[str, str]) -> str:
 
 
 def _backend(
-    name: str, provider: ProviderConfig, pool: ClientPool, environ: Mapping[str, str]
+    name: str,
+    provider: ProviderConfig,
+    pool: ClientPool,
+    environ: Mapping[str, str],
+    url: str = "",
 ) -> Backend:
-    url = provider.urls[0]
+    url = url or provider.urls[0]
     endpoint = Endpoint(
         provider=name,
         base_url=url,
@@ -259,10 +263,12 @@ async def _catalog(
     timeout: float,
     environ: Mapping[str, str],
 ) -> list[DiscoveredModel] | None:
-    """A provider's model list; None if it cannot be had."""
-    try:
-        ids = await _backend(name, provider, pool, environ).list_models(timeout=timeout)
-    except _PROBE_ERRORS as exc:
-        log.debug("discovery: catalog of %s: %r", name, exc)
-        return None
-    return [DiscoveredModel(name, model_id) for model_id in ids]
+    """A provider's model list from the first of its URLs that answers; None if none does."""
+    for url in provider.urls:  # one host of several being down does not make the model unusable
+        try:
+            ids = await _backend(name, provider, pool, environ, url).list_models(timeout=timeout)
+        except _PROBE_ERRORS as exc:
+            log.debug("discovery: catalog of %s at %s: %r", name, url, exc)
+            continue
+        return [DiscoveredModel(name, model_id) for model_id in ids]
+    return None

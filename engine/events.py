@@ -320,3 +320,55 @@ class SampleTaken:
     """The Monitor took a sample: memory, CPU, model servers, GPUs and the alerts raised."""
 
     sample: Sample
+
+
+class BatchState(StrEnum):
+    """Where a batch run is: reading its input, sending requests, or ended (and how)."""
+
+    PREPARING = "preparing"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One finished item of a batch, for the latest-items table."""
+
+    custom_id: str
+    line: int  # the input line it came from
+    ok: bool
+    latency_s: float  # from the first attempt to the reply, retries included
+    tokens: int = 0  # completion tokens the server reported
+    detail: str = ""  # the start of the reply, or the error message
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """A batch's counters and rates; sent a few times a second and once at the end."""
+
+    job: int  # which run of this engine
+    state: BatchState
+    total: int  # items in the input, bad lines included
+    skipped: int = 0  # finished by an earlier run with the same output
+    succeeded: int = 0  # finished by this run
+    failed: int = 0  # this run's error records, bad lines included
+    in_flight: int = 0
+    requests_per_s: float = 0.0  # items finished per second, recent window
+    tokens_per_s: float = 0.0  # completion tokens per second, recent window
+    eta_s: float | None = None  # None while no rate is known
+    elapsed_s: float = 0.0
+    concurrency: int = 0
+    message: str = ""  # what the run is doing or why it ended, one line
+    recent: tuple[BatchItem, ...] = ()  # the latest finished items, newest last
+
+    @property
+    def done(self) -> int:
+        """Items with a record in the output or error file."""
+        return self.skipped + self.succeeded + self.failed
+
+    @property
+    def remaining(self) -> int:
+        """Items still to finish."""
+        return max(0, self.total - self.done)

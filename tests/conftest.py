@@ -110,3 +110,11 @@ def permission_bits_enforced() -> list[str]:
         pytest.skip("running as root without setpriv (util-linux): file modes cannot bind root")
     caps = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+@pytest.fixture(scope="session")
+def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled Gemma GGUF, assembled once per test session (the `llama` tests)."""
+    from tests.llama_support import assembled_gemma
+
+    return assembled_gemma(tmp_path_factory)

@@ -67,9 +67,10 @@ def context_exceeded(n_prompt: int, n_ctx: int) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
-def props(n_ctx: int) -> dict[str, Any]:
+def props(n_ctx: int, total_slots: int | None = None) -> dict[str, Any]:
     """llama-server's `GET /props`, the parts muxtui reads."""
-    return {"default_generation_settings": {"n_ctx": n_ctx, "params": {}}, "total_slots": 1}
+    settings = {"n_ctx": n_ctx, "params": {}}
+    return {"default_generation_settings": settings, "total_slots": total_slots or 1}
 
 
 def ollama_show(context_length: int | None, num_ctx: int | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import collections
 import copy
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -49,6 +50,9 @@ class Behaviour:
     context_limit: int | None = None
     tokenize: bool = True  # with a context limit: whether /tokenize and /apply-template exist
     props: bool = True  # with a context limit: whether /props reports it (OpenAI's never does)
+    fail_rate: float = 0.0  # chance that a chat request fails with one of fail_statuses
+    fail_statuses: tuple[int, ...] = (429, 503)
+    total_slots: int | None = None  # GET /props reports it, as llama-server does
 
 
 @dataclass
@@ -123,6 +127,7 @@ class FakeOpenAIServer:
         self.connections_open = self.in_flight = 0
         self.reset_counters()
         self._failures: collections.deque[Failure] = collections.deque()
+        self._random = random.Random(0)  # injected failures repeat run to run
         self._chats_done = 0
         self._started_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +200,7 @@ class FakeOpenAIServer:
     def reset_counters(self) -> None:
         """Zeroes the cumulative counters (the gauges connections_open and in_flight stay)."""
         self.connections_accepted = self.requests_served = self.chat_requests = 0
-        self.disconnects_mid_stream = 0
+        self.disconnects_mid_stream = self.injected_failures = 0
         self.tokenize_requests = self.context_rejections = 0
         self.max_in_flight = self.in_flight
         self.requests.clear()
@@ -311,7 +316,9 @@ class FakeOpenAIServer:
                 ps["context_length"] = self.behaviour.context_limit
             return {"models": [ps | {"details": _DETAILS}]}
         if path == "/props" and self.behaviour.context_limit is not None and self.behaviour.props:
-            return fake_context.props(self.behaviour.context_limit)
+            return fake_context.props(self.behaviour.context_limit, self.behaviour.total_slots)
+        if path == "/props" and self.behaviour.total_slots:
+            return {"total_slots": self.behaviour.total_slots}
         return {"version": "0.0.0-fake"} if path == "/api/version" else None
 
     def _answer(self, method: str, path: str, body: Any) -> Any | None:
@@ -368,6 +375,9 @@ class FakeOpenAIServer:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         b = copy.copy(self.behaviour)
         fail = self._failures.popleft() if self._failures else Failure()
+        if b.fail_rate and not self._failures and self._random.random() < b.fail_rate:
+            fail = Failure(status=self._random.choice(b.fail_statuses))
+            self.injected_failures += 1
         try:
             if b.first_byte_delay > 0:
                 await asyncio.sleep(b.first_byte_delay)
@@ -547,13 +557,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="fake-model")
     p.add_argument("--tokens", type=int, default=5)
     p.add_argument("--token-gap", type=float, default=0.0)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before each chat reply")
+    p.add_argument("--total-slots", type=int, default=None, help="reported at GET /props")
     p.add_argument("--startup-delay", type=float, default=0.0)
     p.add_argument("--crash-after-requests", type=int, default=None)
     p.add_argument("--exit-after", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)  # ignores e.g. llama-server's `-m PATH -ngl 99`
     log = sys.stderr
     behaviour = Behaviour(
-        tokens=args.tokens, token_gap=args.token_gap, startup_delay=args.startup_delay
+        tokens=args.tokens,
+        token_gap=args.token_gap,
+        startup_delay=args.startup_delay,
+        first_byte_delay=args.latency,
+        total_slots=args.total_slots,
     )
     models = [m for m in args.models.split(",") if m] or ["fake-model"]
     server = FakeOpenAIServer(models, args.host, args.port, behaviour)

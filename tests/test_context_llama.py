@@ -23,7 +23,6 @@ from muxtui.engine.context.tokens import ServerTokenizer, TemplateOverhead
 from muxtui.engine.events import ChatMessage, ChatParams
 from muxtui.engine.local.manager import ServerManager
 from muxtui.engine.paths import Paths
-from tests.test_llama_real import gemma_file  # noqa: F401 - the session's assembled model
 from tests.test_servers import Recorder
 
 pytestmark = pytest.mark.llama
@@ -48,7 +47,7 @@ SAMPLES = {
 
 @pytest.fixture
 async def gemma(
-    gemma_file: Path,  # noqa: F811
+    gemma_file: Path,
     paths: Paths,
 ) -> AsyncIterator[tuple[ModelRef, httpx.AsyncClient]]:
     """A warm Gemma server with a 1024-token context, and a client for it."""

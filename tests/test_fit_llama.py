@@ -20,16 +20,9 @@ from muxtui.engine.config import Config, LocalModelConfig
 from muxtui.engine.fit.gguf import read_gguf
 from muxtui.engine.fit.shape import model_shape, read_model
 from muxtui.engine.paths import Paths
-from tests.llama_support import assembled_gemma
 from tests.test_fit_gguf import gemma_header
 
 pytestmark = pytest.mark.llama
-
-
-@pytest.fixture(scope="session")
-def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Gemma GGUF, assembled once per test session."""
-    return assembled_gemma(tmp_path_factory)
 
 
 def _port() -> int:

@@ -22,7 +22,7 @@ from muxtui.engine.local import process as proctree
 from muxtui.engine.local.manager import ServerManager
 from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
-from tests.llama_support import ask, assembled_gemma, place_bundled_gemma, place_model
+from tests.llama_support import ask, place_bundled_gemma, place_model
 from tests.test_servers import Recorder, group_gone
 
 pytestmark = pytest.mark.llama
@@ -33,12 +33,6 @@ LONG_QUESTION = (
     "What is the capital of France? I am planning a trip there next spring with my family "
     "and would like to know which city to fly into first."
 )
-
-
-@pytest.fixture(scope="session")
-def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Gemma GGUF, assembled once per test session."""
-    return assembled_gemma(tmp_path_factory)
 
 
 @pytest.fixture

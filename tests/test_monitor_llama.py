@@ -13,7 +13,7 @@ from muxtui.engine.events import ChatMessage, ChatParams
 from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
 from muxtui.engine.monitor.samples import Sample
 from muxtui.engine.paths import Paths
-from tests.test_llama_real import gemma_file, gemma_manager  # noqa: F401  (fixtures)
+from tests.test_llama_real import gemma_manager  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.llama
 

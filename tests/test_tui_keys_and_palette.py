@@ -44,6 +44,9 @@ PANE_ACTIONS = {
     "Pin or unpin model": "toggle_pin",
     "Rescan models": "rescan",
     "Monitor time window": "next_window",
+    "Start batch": "start_batch",
+    "Cancel batch": "cancel_batch",
+    "Resume batch": "resume_batch",
 }
 
 

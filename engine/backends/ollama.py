@@ -156,6 +156,13 @@ class OllamaBackend(Backend):
         except (KeyError, TypeError, ValueError):
             raise ProtocolFailure("an Ollama process list") from None
 
+    async def post_chat(self, body: bytes) -> httpx.Response:
+        """POST an OpenAI-shaped chat body as given to Ollama's `/v1/chat/completions`."""
+        headers = self._headers | {"Accept": "application/json", "Content-Type": "application/json"}
+        return await self.client.post(
+            f"{self._root}/v1/chat/completions", content=body, headers=headers
+        )
+
     async def _get_json(self, path: str, timeout: float | None) -> Any:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         response = await self.client.get(f"{self._root}{path}", headers=self._headers, **extra)

@@ -146,8 +146,7 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: ChatRequest) -> Completion:
         """One non-streaming request."""
-        body = self._body(request, stream=False)
-        response = await self.client.post(self._chat_url, json=body, headers=self._headers)
+        response = await self.post_chat(json.dumps(self._body(request, stream=False)).encode())
         content = response.content
         if response.status_code >= 400:
             raise error_from_response(response, content)
@@ -166,6 +165,23 @@ class OpenAIBackend(Backend):
             return [str(item["id"]) for item in listing["data"]]
         except (ValueError, KeyError, TypeError):
             raise ProtocolFailure("a model list", response.content[:200]) from None
+
+    # A ready body sent as given (`Engine.forward_chat`, the batch runner): built once per backend,
+    # a parsed URL and fixed headers save httpx a third of its per-request work.
+    _post_url: httpx.URL | None = None
+    _post_headers: dict[str, str] | None = None
+
+    async def post_chat(self, body: bytes) -> httpx.Response:
+        """POST a JSON chat body exactly as given, not streamed; the response, read whole."""
+        if self._post_url is None:
+            import httpx
+
+            self._post_url = httpx.URL(self._chat_url)
+            self._post_headers = self._headers | {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+        return await self.client.post(self._post_url, content=body, headers=self._post_headers)
 
 
 class _EndState:

@@ -170,4 +170,18 @@ PANES: tuple[PaneSpec, ...] = (
             ),
         ),
     ),
+    PaneSpec(
+        id="batch",
+        title="Batch",
+        key="f6",
+        module="muxtui.tui.panes.batch.pane",
+        class_name="BatchPane",
+        description="Run a file of prompts through a model; resumes without repeating an item",
+        focus="batch-input",
+        commands=(
+            PaneCommand("Start batch", "Run the Batch pane's input file", "start_batch"),
+            PaneCommand("Cancel batch", "Stop the running batch cleanly", "cancel_batch"),
+            PaneCommand("Resume batch", "Finish the last batch without repeats", "resume_batch"),
+        ),
+    ),
 )
