@@ -16,9 +16,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from muxtui.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
 
 
 def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -350,16 +353,7 @@ def update_config_file(path: Path, table: str, values: dict[str, Any]) -> None:
     """Set `values` under `[table]` in the file, keeping the person's comments and layout."""
     import tomlkit
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
-    try:
-        document = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
-        raise ConfigError(
-            f"config error: {path}: not saved, the file is not valid TOML ({exc}); fix it first"
-        ) from None
+    document = editable_config(path)
     section = document.get(table)
     if section is None:
         section = tomlkit.table()
@@ -367,6 +361,23 @@ def update_config_file(path: Path, table: str, values: dict[str, Any]) -> None:
     for key, value in values.items():
         section[key] = value
     write_private_atomically(path, tomlkit.dumps(document).encode("utf-8"))
+
+
+def editable_config(path: Path) -> TOMLDocument:
+    """The config file as a comment-preserving document ('' if missing); ConfigError if the
+    file is not valid TOML, so nothing is saved over it."""
+    import tomlkit
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(
+            f"config error: {path}: not saved, the file is not valid TOML ({exc}); fix it first"
+        ) from None
 
 
 def write_private_atomically(path: Path, data: bytes) -> None:
