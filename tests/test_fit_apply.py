@@ -13,13 +13,14 @@ import pytest
 
 from muxtui.engine.config import Config, load_config
 from muxtui.engine.core import Engine
-from muxtui.engine.errors import ConfigError, UnknownModelError
+from muxtui.engine.errors import ConfigError, LocalServerError, UnknownModelError
 from muxtui.engine.fit.apply import NotLlamaServerError, replace_flags, write_flags
 from muxtui.engine.fit.flags import params_from_argv
-from muxtui.engine.local.models import DEFAULT_LLAMA_CMD
+from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, DEFAULT_LLAMA_CMD
 from muxtui.engine.paths import Paths
 from tests.conftest import muxtui_env, permission_bits_enforced
 from tests.fit_shapes import write_shape
+from tests.llama_support import assembled_gemma, place_bundled_gemma
 
 FLAGS = ("-c", "8192", "-np", "2", "--kv-unified", "-ngl", "0", "--cache-ram", "256")
 NEW = "-c 8192 -np 2 --kv-unified -ngl 0 --cache-ram 256"
@@ -284,3 +285,23 @@ async def test_engine_refuses_an_unknown_model(paths: Paths) -> None:
         with pytest.raises(UnknownModelError):
             await engine.apply_recommendation("nothing-here", FLAGS)
     assert not paths.config_file.exists()
+
+
+async def test_engine_applies_to_the_bundled_gemma_once_its_file_is_there(
+    paths: Paths, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gemma = assembled_gemma(tmp_path_factory)
+    async with Engine(Config(), paths, discover=False) as engine:
+        with pytest.raises(LocalServerError) as caught:
+            await engine.apply_recommendation(BUNDLED_GEMMA_NAME, ("-c", "1024"))
+        assert "start it once" in str(caught.value) and "\n" not in str(caught.value)
+        assert not paths.config_file.exists()
+
+        placed = place_bundled_gemma(gemma, paths)
+        applied = await engine.apply_recommendation(BUNDLED_GEMMA_NAME, ("-c", "1024"))
+        assert applied.created
+        entry = load_config(paths.config_file).local[BUNDLED_GEMMA_NAME]
+        assert entry.path == str(placed)
+        assert entry.cmd.endswith("--chat-template gemma -c 1024")  # its template flags kept
+        spec = next(s for s in engine.servers.discovery.models if s.name == BUNDLED_GEMMA_NAME)  # type: ignore[union-attr]
+        assert spec.source == "config" and not spec.bundled_model
