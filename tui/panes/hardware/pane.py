@@ -152,6 +152,8 @@ class HardwarePane(Widget):
             report = await self.engine.fit_report()
         except Exception as exc:  # whatever failed, say so in the pane rather than nothing
             self._status(f"Could not weigh the models: {describe(exc)}", "-error")
+            for loading in self.query("#hw-loading").results(Static):
+                loading.update("Nothing detected yet: r tries again.")
             return
         if not self.query_one("#hw-status", Static).has_class("-applied"):
             self._status("")  # the line saying what was written stays
@@ -185,7 +187,7 @@ class HardwarePane(Widget):
             for model in report.models:
                 table.add_row(*model_row(model), key=model.name)
             if name:
-                table.move_cursor(row=names.index(name), scroll=False)
+                table.move_cursor(row=names.index(name))
         if name == self.selected and self.what_if_shown is not None:
             self.query_one(WhatIfForm).weigh_again()  # the person's settings stay
         else:
