@@ -262,7 +262,7 @@ def test_error_raises_config_error_type(write_config: Callable[[str], Path]) -> 
 
 
 def test_ui_update_keeps_comments_and_other_tables(write_config: Callable[[str], Path]) -> None:
-    from muxtui.engine.config import update_config_file
+    from muxtui.engine.config_file import update_config_file
 
     text = (
         "# my providers\n[providers.p]  # the box under the desk\n"
@@ -279,7 +279,7 @@ def test_ui_update_keeps_comments_and_other_tables(write_config: Callable[[str],
 
 
 def test_ui_update_refuses_to_clobber_a_broken_file(write_config: Callable[[str], Path]) -> None:
-    from muxtui.engine.config import update_config_file
+    from muxtui.engine.config_file import update_config_file
 
     path = write_config("[ui\ntheme = 1\n")
     with pytest.raises(ConfigError, match="not saved"):

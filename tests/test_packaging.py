@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,10 +20,14 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding muxtui from a built wheel; dependencies come from the test venv."""
     work = tmp_path_factory.mktemp("packaging")
     wheels = work / "wheels"
+    # A clean copy: an in-tree build would leave build/ behind, and reuse it (stale modules too).
+    source = work / "source"
+    skip = shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "__pycache__", ".gl")
+    shutil.copytree(REPO_ROOT, source, symlinks=True, ignore=skip)
     # Built offline from the test venv's setuptools, so the test needs no network.
     build = ["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels)]
     subprocess.run(
-        [sys.executable, "-m", "pip", *build, str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", *build, str(source)],
         check=True,
         capture_output=True,
         cwd=work,

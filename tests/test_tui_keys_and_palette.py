@@ -44,6 +44,8 @@ PANE_ACTIONS = {
     "Pin or unpin model": "toggle_pin",
     "Rescan models": "rescan",
     "Monitor time window": "next_window",
+    "Refresh fit": "refresh_report",
+    "Apply flags": "apply_flags",
     "Start batch": "start_batch",
     "Cancel batch": "cancel_batch",
     "Resume batch": "resume_batch",

@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from muxtui.engine.config import update_config_file
+from muxtui.engine.config_file import update_config_file
 from muxtui.engine.errors import MuxtuiError
 
 if TYPE_CHECKING:

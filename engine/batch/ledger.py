@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from muxtui.engine.config import write_private_atomically
+from muxtui.engine.config_file import write_private_atomically
 
 _RESULT_PREFIX = b'{"id":"batch_req_'
 _CUSTOM_ID = b'"custom_id":'

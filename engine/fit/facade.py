@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,9 +14,12 @@ from muxtui.engine.retry import ATTEMPT_FAILURES, classify
 if TYPE_CHECKING:
     from muxtui.engine.chat import ChatStreamer
     from muxtui.engine.config import Config
+    from muxtui.engine.fit.apply import AppliedFlags
     from muxtui.engine.fit.hardware import HardwareProfile
     from muxtui.engine.fit.measure import FitRecord
+    from muxtui.engine.fit.recommend import WhatIf
     from muxtui.engine.fit.report import FitReport, ProviderCheck
+    from muxtui.engine.fit.shape import ModelShape
     from muxtui.engine.local.manager import ServerManager
     from muxtui.engine.paths import Paths
 
@@ -95,3 +99,57 @@ class FitMixin:
         return await asyncio.to_thread(
             record_measurement, store, pid, model_path, list(argv), phase=phase
         )
+
+    async def what_if(
+        self,
+        shape: ModelShape,
+        hardware: HardwareProfile,
+        *,
+        ctx: int,
+        parallel: int,
+        kv_type: str,
+    ) -> WhatIf:
+        """A model's estimate per device for a context, slots and KV cache type, with the
+        `-ngl` that fits and the largest context per `-ngl` (computed in a thread)."""
+        from muxtui.engine.fit.recommend import what_if
+
+        return await asyncio.to_thread(
+            what_if, shape, hardware, ctx=ctx, parallel=parallel, kv_type=kv_type
+        )
+
+    async def apply_recommendation(self, name: str, flags: Sequence[str]) -> AppliedFlags:
+        """Write `flags` into the config's `[local.NAME]` cmd, replacing the same flags there
+        (a model found in a folder gets its own entry); comments kept, atomic, mode 0600.
+
+        Raises a MuxtuiError (one line, nothing written) for an unknown model, a config file
+        that is not valid TOML or not writable, or a command that does not run llama-server.
+        """
+        from muxtui.engine.errors import LocalServerError, UnknownModelError
+        from muxtui.engine.fit.apply import write_flags
+        from muxtui.engine.local.models import DEFAULT_LLAMA_CMD
+
+        if self.servers.discovery is None:
+            await self.servers.refresh()
+        found = self.servers.discovery
+        specs = {spec.name: spec for spec in found.models} if found is not None else {}
+        spec = specs.get(name)
+        if spec is None:
+            raise UnknownModelError(name, list(specs))
+        if spec.bundled_model and not await asyncio.to_thread(os.path.isfile, spec.path):
+            raise LocalServerError(
+                name,
+                "its file is put together the first time it starts; start it once "
+                "(Models pane: p), then apply the flags again",
+            )
+        default_cmd = spec.cmd if spec.source == "bundled" else DEFAULT_LLAMA_CMD
+        applied, written = await asyncio.to_thread(
+            write_flags,
+            self.paths.config_file,
+            name,
+            flags,
+            default_cmd=default_cmd,
+            model_path=spec.path,
+        )
+        self.config.local[name] = written.local[name]  # the next start uses the new flags
+        await self.servers.refresh()
+        return applied

@@ -14,6 +14,14 @@ _CACHE_K = ("-ctk", "--cache-type-k")
 _CACHE_V = ("-ctv", "--cache-type-v")
 _CACHE_RAM = ("-cram", "--cache-ram")
 _CHECKPOINTS = ("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints")
+# What a recommendation sets: options with a value, and switches. Applying one replaces every
+# spelling of these in a command, so none is left twice or contradicting the new ones.
+RECOMMENDED_OPTIONS = frozenset(
+    _CTX + _PARALLEL + _NGL + _CACHE_K + _CACHE_V + _CACHE_RAM + _CHECKPOINTS
+)
+RECOMMENDED_SWITCHES = frozenset(
+    {"-kvu", "--kv-unified", "-no-kvu", "--no-kv-unified", "--swa-full"}
+)
 
 
 def params_from_argv(argv: Sequence[str]) -> FitParams:

@@ -52,10 +52,7 @@ class Recommendation:
     @property
     def flags(self) -> tuple[str, ...]:
         """The recommended llama-server arguments."""
-        flags = list(self.params.flags())
-        if self.params.ctx_checkpoints != FitParams().ctx_checkpoints:
-            flags += ["--ctx-checkpoints", str(self.params.ctx_checkpoints)]
-        return tuple(flags)
+        return server_flags(self.params)
 
 
 @dataclass(frozen=True)
@@ -113,12 +110,11 @@ def recommend(
         parallel=slots,
         kv_unified=slots > 1,
         ngl=-1 if gpus else 0,
-        ctx_checkpoints=CHECKPOINTS if shape.has_swa or shape.has_recurrent else 32,
+        ctx_checkpoints=_checkpoints(shape),
     )
 
     def run(params: FitParams) -> Estimate:
-        first = _estimate(shape, params, profile)
-        return _estimate(shape, replace(params, cache_ram_mib=cache_ram_for(first)), profile)
+        return _sized(shape, params, profile)
 
     chosen: Estimate | None = None
     # Full offload with an 8-bit cache beats splitting layers with a 16-bit one; a 4-bit
@@ -161,6 +157,66 @@ def recommend(
     return Recommendation(False, fallback.params, fallback, wanted, 0, 1, reason, curve)
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """A model's memory with the context, slots and KV cache type a person chose."""
+
+    params: FitParams  # those settings, with the -ngl and --cache-ram that go with them
+    estimate: Estimate
+    fits: bool
+    curve: tuple[CurvePoint, ...]  # the largest context per -ngl with these slots and KV type
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """These settings as llama-server arguments."""
+        return server_flags(self.params)
+
+
+def what_if(
+    shape: ModelShape,
+    profile: HardwareProfile,
+    *,
+    ctx: int,
+    parallel: int,
+    kv_type: str,
+    reserve: int = RESERVE_BYTES,
+) -> WhatIf:
+    """The estimate for `ctx` tokens (at most the model's) over `parallel` slots with a
+    `kv_type` cache, at the most GPU layers that fit (full offload when nothing fits)."""
+    gpus = len(profile.gpus)
+    layers_all = shape.n_layer + 1 if gpus else 0
+    slots = max(1, parallel)
+    base = FitParams(
+        ctx=min(max(PAD_CELLS, ctx), shape.context_length or ctx),
+        parallel=slots,
+        kv_unified=slots > 1,
+        cache_type_k=kv_type,
+        cache_type_v=kv_type,
+        ngl=-1 if gpus else 0,
+        ctx_checkpoints=_checkpoints(shape),
+    )
+    chosen = None
+    for ngl in _ngl_candidates(layers_all):
+        result = _sized(shape, replace(base, ngl=ngl), profile)
+        if fits(result, profile, reserve):
+            chosen = result
+            break
+    shown = chosen or _sized(shape, base, profile)
+    curve = tuple(
+        CurvePoint(ngl, max_context(shape, replace(base, ngl=ngl), profile, reserve))
+        for ngl in _curve_points(layers_all)
+    )
+    return WhatIf(shown.params, shown, chosen is not None, curve)
+
+
+def server_flags(params: FitParams) -> tuple[str, ...]:
+    """llama-server arguments for `params`, `--ctx-checkpoints` where it is not the default."""
+    flags = list(params.flags())
+    if params.ctx_checkpoints != FitParams().ctx_checkpoints:
+        flags += ["--ctx-checkpoints", str(params.ctx_checkpoints)]
+    return tuple(flags)
+
+
 def default_slots(profile: HardwareProfile) -> int:
     """Slots worth running: GPUs batch well; a CPU only when it has cores to spare."""
     if profile.gpus:
@@ -182,9 +238,7 @@ def max_context(
     top = max(PAD_CELLS, shape.context_length or DEFAULT_CTX)
 
     def ok(cells: int) -> bool:
-        first = _estimate(shape, replace(params, ctx=cells), profile)
-        sized = replace(params, ctx=cells, cache_ram_mib=cache_ram_for(first))
-        return fits(_estimate(shape, sized, profile), profile, reserve)
+        return fits(_sized(shape, replace(params, ctx=cells), profile), profile, reserve)
 
     if not ok(PAD_CELLS):
         return 0
@@ -220,6 +274,17 @@ def plan_budget(
     else:
         reason = f"{count} of {len(recommendations)} models fit together in {gigabytes:g} GB"
     return BudgetAdvice(max(1, count) if recommendations else 0, gigabytes, reason)
+
+
+def _sized(shape: ModelShape, params: FitParams, profile: HardwareProfile) -> Estimate:
+    """The estimate with `--cache-ram` sized for its own KV cache."""
+    first = _estimate(shape, params, profile)
+    return _estimate(shape, replace(params, cache_ram_mib=cache_ram_for(first)), profile)
+
+
+def _checkpoints(shape: ModelShape) -> int:
+    """--ctx-checkpoints: fewer for models that need them, llama-server's default otherwise."""
+    return CHECKPOINTS if shape.has_swa or shape.has_recurrent else FitParams().ctx_checkpoints
 
 
 def _estimate(shape: ModelShape, params: FitParams, profile: HardwareProfile) -> Estimate:

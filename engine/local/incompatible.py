@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from muxtui.engine.config import write_private_atomically
+from muxtui.engine.config_file import write_private_atomically
 
 log = logging.getLogger(__name__)
 

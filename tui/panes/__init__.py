@@ -171,6 +171,25 @@ PANES: tuple[PaneSpec, ...] = (
         ),
     ),
     PaneSpec(
+        id="hardware",
+        title="Hardware",
+        key="f5",
+        module="muxtui.tui.panes.hardware.pane",
+        class_name="HardwarePane",
+        description="What this machine has, and per model: estimate vs measured, fits, flags",
+        focus="hw-models",
+        commands=(
+            PaneCommand(
+                "Refresh fit", "Detect the hardware and weigh every model again", "refresh_report"
+            ),
+            PaneCommand(
+                "Apply flags",
+                "Write the what-if's flags into the model's [local] entry",
+                "apply_flags",
+            ),
+        ),
+    ),
+    PaneSpec(
         id="batch",
         title="Batch",
         key="f6",

@@ -1,0 +1,1 @@
+"""The Hardware pane (F5): detected hardware, per-model fit, the what-if, applying flags."""
