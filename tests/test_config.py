@@ -17,8 +17,8 @@ from muxtui.engine.config import (
     ProviderConfig,
     load_config,
     masked,
-    update_config_file,
 )
+from muxtui.engine.config_file import update_config_file
 from muxtui.engine.errors import ConfigError
 from tests.conftest import MUXTUI, muxtui_env
 
@@ -87,7 +87,7 @@ def test_crash_between_write_and_rename_keeps_old_file(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "import muxtui.engine.config as c\n"
+        "import muxtui.engine.config_file as c\n"
         "def crash(src, dst):\n"
         "    os._exit(9)\n"  # dies exactly between the fsync'd write and the rename
         "c.os.replace = crash\n"
