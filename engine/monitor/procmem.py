@@ -10,6 +10,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from muxtui.engine.monitor.gpu import GpuReader
+
 log = logging.getLogger(__name__)
 
 
@@ -36,58 +38,21 @@ def tree_memory(pids: Iterable[int]) -> dict[int, tuple[int, int]]:
     return result
 
 
-class _Nvml:
-    """NVML, initialised once; on a machine without an NVIDIA driver it stays unavailable."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready: bool | None = None
-
-    def memory_by_pid(self) -> dict[int, int]:
-        with self._lock:
-            if self._ready is None:
-                self._ready = self._init()
-            if not self._ready:
-                return {}
-            try:
-                return self._read()
-            except Exception as exc:  # NVML errors are many and all mean "no figures"
-                log.debug("NVML read failed: %s", exc)
-                return {}
-
-    @staticmethod
-    def _init() -> bool:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-        except Exception:  # no library, no driver, no GPU: no VRAM figures
-            return False
-        return True
-
-    @staticmethod
-    def _read() -> dict[int, int]:
-        import pynvml
-
-        used: dict[int, int] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            getters = (
-                pynvml.nvmlDeviceGetComputeRunningProcesses,
-                pynvml.nvmlDeviceGetGraphicsRunningProcesses,
-            )
-            for getter in getters:
-                for info in getter(handle):
-                    amount = info.usedGpuMemory
-                    if isinstance(amount, int) and amount > 0:
-                        used[info.pid] = used.get(info.pid, 0) + amount
-        return used
-
-
-# NVML is initialised once per process, like the driver connection it stands for.
-_NVML = _Nvml()
+# NVML is opened once per process, like the driver connection it stands for; the Monitor's
+# reader does the reading, so per-process VRAM is counted one way everywhere.
+_READER: GpuReader | None = None
+_READER_LOCK = threading.Lock()
 
 
 def gpu_memory_by_pid() -> dict[int, int]:
-    """VRAM in use per pid across NVIDIA GPUs; empty where NVML is unavailable."""
-    return _NVML.memory_by_pid()
+    """VRAM in use per pid, summed over NVIDIA GPUs; empty where NVML is unavailable."""
+    global _READER
+    with _READER_LOCK:
+        if _READER is None:
+            _READER = GpuReader()
+            _READER.open()
+        used: dict[int, int] = {}
+        for gpu in _READER.read():
+            for pid, amount in gpu.processes:
+                used[pid] = used.get(pid, 0) + amount
+        return used
