@@ -127,6 +127,16 @@ async def test_rescan_finds_a_gguf_dropped_in_after_start(
         await pilot.press("r")
         await wait_until(pilot, lambda: "just-downloaded" in rows(table), "the new GGUF row")
         assert cell(table, "just-downloaded", "state").endswith("cold")
+        said = [n.message for n in app._notifications]
+        assert said[0].startswith("Rescanning")
+        await wait_until(pilot, lambda: any(m.startswith("Found ") for m in said_now(app)), "N")
+        found = next(m for m in said_now(app) if m.startswith("Found "))
+        assert found.endswith("(1 new)") and f"Found {table.row_count} models" in found
+
+
+def said_now(app: object) -> list[str]:
+    """The notifications shown so far."""
+    return [n.message for n in app._notifications]  # type: ignore[attr-defined]
 
 
 def rows(table: ModelTable) -> list[str]:

@@ -82,7 +82,7 @@ class ChatLog(AnchoredScroll):
         self._pending_lines = 0  # scrolling asked for beyond what is mounted yet
         self._lock = asyncio.Lock()  # one change to the window at a time
         self._step_scheduled = False
-        self._generation = 0  # each new window; steps of an older one stop
+        self._awaiting_layout = False  # changed since the last layout: regions are stale
 
     @property
     def message_views(self) -> list[MessageView]:
@@ -93,7 +93,10 @@ class ChatLog(AnchoredScroll):
     @property
     def is_settled(self) -> bool:
         """Whether the window has nothing left to mount, render or release for now."""
-        return not (self._step_scheduled or self._lock.locked() or self._pending_lines)
+        if not self.display and not self.messages:
+            return True  # an empty chat shows its guide instead: nothing to lay out
+        busy = self._step_scheduled or self._lock.locked() or self._awaiting_layout
+        return not (busy or self._pending_lines)
 
     def can_follow(self) -> bool:
         """Reaching the bottom follows new text only when the newest message is mounted."""
@@ -105,7 +108,12 @@ class ChatLog(AnchoredScroll):
 
     def layout_changed(self) -> None:
         """What is mounted, or a height, changed: the window may need upkeep."""
+        self._awaiting_layout = False
         self._schedule()
+
+    def _changed(self) -> None:
+        """Views were mounted, removed or re-rendered: wait for their layout before measuring."""
+        self._awaiting_layout = True
 
     @contextlib.asynccontextmanager
     async def _changing(self) -> AsyncIterator[None]:
@@ -148,16 +156,20 @@ class ChatLog(AnchoredScroll):
 
     async def _reset(self, messages: Sequence[ShownMessage] | None) -> None:
         """Unmount everything (keeping `messages`, or replacing them) for a new window."""
-        self._generation += 1
         self._pending_lines = 0
         self.live = None
         if messages is not None:
             self.messages = list(messages)
         self.forget_layout()
-        await self.remove_children()
-        above = Static("", id="more-above", classes="more-note", markup=False)
-        below = Static("", id="more-below", classes="more-note", markup=False)
-        await self.mount_all([above, below])
+        if self.query("#more-above"):  # the notes stay; the messages go
+            if views := self.message_views:
+                self._changed()
+                await self.remove_children(views)
+        else:
+            self._changed()
+            above = Static("", id="more-above", classes="more-note", markup=False)
+            below = Static("", id="more-below", classes="more-note", markup=False)
+            await self.mount_all([above, below])
         self._schedule()
 
     async def _mount_older(self, count: int, *, rendered: bool) -> None:
@@ -166,6 +178,7 @@ class ChatLog(AnchoredScroll):
         views = self._views(start, self.first, rendered)
         self.first = start
         if views:
+            self._changed()
             await self.mount_all(views, after=self.query_one("#more-above"))
         self._show_notes()
 
@@ -175,6 +188,7 @@ class ChatLog(AnchoredScroll):
         views = self._views(self.end, stop, rendered)
         self.end = stop
         if views:
+            self._changed()
             await self.mount_all(views, before=self.query_one("#more-below"))
         self._show_notes()
 
@@ -230,6 +244,7 @@ class ChatLog(AnchoredScroll):
             gone = [view for view in self.message_views if view.index >= len(self.messages) - 2]
             del self.messages[-2:]
             self.end = min(self.end, len(self.messages))
+            self._changed()
             await self.remove_children(gone)
 
     # --- scrolling by key --------------------------------------------------------------------
@@ -237,7 +252,11 @@ class ChatLog(AnchoredScroll):
     def scroll_pages(self, pages: int) -> None:
         """Scroll by whole screens now; a burst past what is mounted goes on as it mounts."""
         height = self.scrollable_content_region.height
-        self._scroll_toward(self.scroll_y + self._pending_lines + pages * height)
+        if self._awaiting_layout:  # where things are is known after the layout: then
+            self._pending_lines += pages * height
+            self._schedule()
+        else:
+            self._scroll_toward(self.scroll_y + self._pending_lines + pages * height)
 
     def _scroll_toward(self, goal: float) -> None:
         """Scroll to `goal`; what lies past the mounted messages is kept for when they come."""
@@ -293,7 +312,7 @@ class ChatLog(AnchoredScroll):
         if self._lock.locked():
             return  # the change in progress schedules a step when it ends
         async with self._lock:
-            if not self.is_attached or not self.is_laid_out:
+            if not self.is_attached or not self.is_laid_out or self._awaiting_layout:
                 return  # the next layout schedules a step
             if self._pending_lines:
                 self._scroll_toward(self.scroll_y + self._pending_lines)
@@ -342,6 +361,7 @@ class ChatLog(AnchoredScroll):
         if not near:
             return False
         deadline = time.monotonic() + RENDER_BUDGET_S
+        self._changed()
         for _distance, _index, view in near:
             await view.render_markdown()
             if time.monotonic() > deadline:
@@ -383,6 +403,7 @@ class ChatLog(AnchoredScroll):
         released = [*views[:start], *views[stop:]]
         if not released:
             return False
+        self._changed()
         if start:
             self.first = views[start].index if start < len(views) else self.end
         if stop < len(views):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
@@ -80,14 +81,6 @@ class ConversationList(OptionList):
             show=False,
         ),
         Binding(
-            "slash",
-            "filter",
-            "Filter",
-            id="filter-chats",
-            tooltip="Filter the conversations by words in their title or text",
-            show=False,
-        ),
-        Binding(
             "escape",
             "leave",
             "Back",
@@ -99,9 +92,6 @@ class ConversationList(OptionList):
 
     class Left(Message):
         """The person left the list without opening a conversation."""
-
-    class FilterRequested(Message):
-        """The person asked to filter the list."""
 
     class Requested(Message):
         """The person asked for something done to a conversation: rename, delete or export."""
@@ -132,13 +122,13 @@ class ConversationList(OptionList):
             Option(conversation_line(conversation, width, now), id=str(conversation.id))
             for conversation in self.conversations
         )
+        highlighted = None
         if current_id is not None:
-            try:
-                self.highlighted = self.get_option_index(str(current_id))
-            except OptionDoesNotExist:  # not saved yet, or filtered out
-                self.highlighted = None
-        else:
-            self.highlighted = None
+            with contextlib.suppress(OptionDoesNotExist):  # not saved yet, or filtered out
+                highlighted = self.get_option_index(str(current_id))
+        if highlighted is None and self.has_focus and self.option_count:
+            highlighted = 0  # the cursor stays in a list that has the focus
+        self.highlighted = highlighted
 
     def on_resize(self, event: events.Resize) -> None:
         """Fit the lines to the new width."""
@@ -176,10 +166,6 @@ class ConversationList(OptionList):
     def action_export(self) -> None:
         """Ask the pane to export the highlighted conversation to Markdown."""
         self._request("export")
-
-    def action_filter(self) -> None:
-        """Ask for the filter box."""
-        self.post_message(self.FilterRequested())
 
     def action_leave(self) -> None:
         """Hand focus back to the pane."""

@@ -39,22 +39,22 @@ class ConversationKeeper:
     async def open(self, conversation_id: int) -> None:
         """Show a saved conversation from its newest message, with its model and settings."""
         pane, engine = self.pane, self.engine
-        conversation = await engine.get_conversation(conversation_id)
+        conversation, stored, settings = await asyncio.gather(
+            engine.get_conversation(conversation_id),
+            engine.conversation_messages(conversation_id),
+            engine.conversation_settings(conversation_id),
+        )
         if conversation is None:
             pane.notify("That conversation is gone (deleted elsewhere?).", severity="warning")
             await pane.refresh_conversations()
             return
-        stored, settings = await asyncio.gather(
-            engine.conversation_messages(conversation_id),
-            engine.conversation_settings(conversation_id),
-        )
         pane.conversation_id = conversation_id
         pane.set_title(conversation.title or "Untitled")
         pane.query_one(ChatSettings).load(settings)
         bar = pane.query_one(ModelBar)
         bar.context = None
         if conversation.model in bar.names:
-            pane.model_chosen = True
+            bar.chosen = True
             bar.model = conversation.model
         log = pane.query_one(ChatLog)
         await log.show_messages([shown(message) for message in stored])

@@ -44,10 +44,11 @@ def stats_line(stats: ChatStats, finish_reason: str = "") -> str:
         parts.append(f"TTFT {stats.ttft_s:.2f} s")
     if stats.tokens_per_s:
         parts.append(f"{stats.tokens_per_s:.1f} {'tok' if stats.tokens_reported else unit}/s")
-    size = f"{stats.completion_tokens} {unit}"
-    if stats.prompt_tokens:
-        size += f" ({stats.prompt_tokens} in)"
-    parts.append(size)
+    if stats.tokens_reported or stats.completion_tokens:  # a stored chunk count is not kept
+        size = f"{stats.completion_tokens} {unit}"
+        if stats.prompt_tokens:
+            size += f" ({stats.prompt_tokens} in)"
+        parts.append(size)
     if finish_reason == "length":
         parts.append("cut at max tokens")
     return " · ".join(part for part in parts if part)
@@ -120,11 +121,14 @@ class MessageView(Vertical):
         """Queue streamed reply text; it reaches the screen at the next flush."""
         if not text:
             return
-        if not self._pending and not self.text:
+        first = not self.text
+        if first:
             self.query_one(".message-footer", Static).display = False
         self._pending.append(text)
         self.text += text
-        if self._flush_timer is None:
+        if first:  # the first text shows at once; what follows is joined for a while
+            self.call_later(self._flush)
+        elif self._flush_timer is None:
             self._flush_timer = self.set_timer(FLUSH_EVERY_S, self._flush)
 
     async def _flush(self) -> None:

@@ -62,6 +62,7 @@ class ModelBar(Widget):
         """`preferred` (the last model used) is chosen whenever it is among the names."""
         super().__init__(id=id)
         self.preferred = preferred
+        self.chosen = False  # picked by the person or set by a conversation: no default then
         self.base_tooltip = tooltip
         self.tooltip = tooltip
         self.set_reactive(ModelBar.names, tuple(names))
@@ -81,6 +82,16 @@ class ModelBar(Widget):
         if gauge.cell_length + 2 > room:
             return left
         return Content.assemble(left, " " * (room - gauge.cell_length), gauge)
+
+    def offer_default(self, name: str, reason: str) -> None:
+        """Start on `name` (the engine's default, for `reason`) unless a model was chosen."""
+        if self.chosen:
+            return
+        if name not in self.names:
+            self.names = (*self.names, name)
+        self.preferred = name
+        self.model = name
+        self.reason = reason
 
     def watch_context(self) -> None:
         """Say the context figures in the tooltip too."""
@@ -118,6 +129,7 @@ class ModelBar(Widget):
 
         def picked(name: str | None) -> None:
             if name:
+                self.chosen = True
                 self.preferred = name
                 self.reason = ""
                 self.model = name

@@ -56,6 +56,18 @@ class ChatPane(Horizontal):
             "escape", "stop", "Stop", id="stop", tooltip="Stop the reply; the partial text stays"
         ),
         Binding("ctrl+r", "copy_reply", "Copy", id="copy-reply", tooltip="Copy the last reply"),
+        # Priority, and the prompt focused at once: what is typed right after Enter lands in
+        # the prompt while the conversation opens (a queued focus change would leave those keys
+        # to the list, where r, d and e act on conversations).
+        Binding(
+            "enter",
+            "open_highlighted",
+            "Open",
+            id="open-conversation",
+            tooltip="Open the highlighted conversation",
+            show=False,
+            priority=True,
+        ),
         Binding(
             "ctrl+s",
             "toggle_settings",
@@ -78,7 +90,6 @@ class ChatPane(Horizontal):
         self.conversation_title = "New chat"
         self.turn: Turn | None = None
         self._turn_ids = 0
-        self.model_chosen = False  # picked, or set by a conversation: the default stays out
         self._save_timer: Timer | None = None
 
     @property
@@ -99,7 +110,12 @@ class ChatPane(Horizontal):
         config = self.config
         self.discovering = config.network.discovery
         keymap = config.ui.keys
-        bindings = [*self.BINDINGS, *ConversationList.BINDINGS, *PromptInput.BINDINGS]
+        bindings = [
+            *self.BINDINGS,
+            *ConversationList.BINDINGS,
+            *ChatSidebar.BINDINGS,
+            *PromptInput.BINDINGS,
+        ]
         short_keys = key_hints(keymap, bindings)
         spelled = key_hints(keymap, bindings, spelled_out=True)
         yield ChatSidebar(short_keys, id="sidebar")
@@ -148,14 +164,8 @@ class ChatPane(Horizontal):
     async def _choose_default_model(self, engine: Engine) -> None:
         """Start on the engine's default model (never one that failed or cannot run here)."""
         choice = await engine.default_model()
-        if choice is None or self.model_chosen or self.conversation_id or self.turn is not None:
-            return  # the person has chosen, or is chatting with, another model meanwhile
-        bar = self.query_one(ModelBar)
-        if choice.name not in bar.names:
-            bar.names = (*bar.names, choice.name)
-        bar.preferred = choice.name
-        bar.model = choice.name
-        bar.reason = choice.reason
+        if choice is not None and self.conversation_id is None and self.turn is None:
+            self.query_one(ModelBar).offer_default(choice.name, choice.reason)
 
     @on(EventReceived)
     async def _event_received(self, event: EventReceived) -> None:
@@ -217,7 +227,6 @@ class ChatPane(Horizontal):
     def _model_changed(self, event: ModelBar.Changed) -> None:
         self._show_model(event.model)
         if event.picked:
-            self.model_chosen = True
             self.post_message(ChoiceMade("last_model", event.model))
             self.query_one(PromptInput).focus()
 
@@ -292,14 +301,23 @@ class ChatPane(Horizontal):
     async def _open_in_background(self, conversation_id: int) -> None:
         await self.open_conversation(conversation_id)
 
+    def action_open_highlighted(self) -> None:
+        """Open the conversation under the list's cursor; the prompt takes the focus now."""
+        conversation_id = self.query_one(ConversationList).highlighted_id
+        if conversation_id is not None:
+            self._open_from_list(conversation_id)
+
     @on(OptionList.OptionSelected, "#conversations")
     def _conversation_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
+        event.stop()  # a click; Enter comes through `action_open_highlighted`
         if event.option.id is not None:
-            # The prompt has the focus at once: what is typed while the conversation opens
-            # (in a worker, a few messages at a time) lands there.
-            self.query_one(PromptInput).focus()
-            self._open_in_background(int(event.option.id))
+            self._open_from_list(int(event.option.id))
+
+    def _open_from_list(self, conversation_id: int) -> None:
+        # What is typed while the conversation opens (in a worker, a few messages at a time)
+        # lands in the prompt.
+        self.screen.set_focus(self.query_one(PromptInput))
+        self._open_in_background(conversation_id)
 
     def action_rename_chat(self) -> None:
         """Rename the open conversation."""
@@ -446,9 +464,11 @@ class ChatPane(Horizontal):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer Stop only while a reply streams."""
+        """Offer Stop only while a reply streams, and Enter opens only from the list."""
         if action == "stop":
             return self.turn is not None
+        if action == "open_highlighted":
+            return isinstance(self.screen.focused, ConversationList)
         return True
 
     def action_stop(self) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Label
@@ -45,6 +46,20 @@ class ConversationFilter(Input):
 
 class ChatSidebar(Vertical):
     """Conversations by title; on a narrow screen it unfolds only while it has the focus."""
+
+    # Priority, and the focus moved at once: what is typed right after `/` lands in the filter
+    # (a queued focus change would let the list take those keys as its own, e.g. d deletes).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="filter-chats",
+            tooltip="Filter the conversations by words in their title or text",
+            show=False,
+            priority=True,
+        ),
+    ]
 
     class RenameChosen(Message):
         """The person gave a conversation a new title."""
@@ -144,10 +159,15 @@ class ChatSidebar(Vertical):
         if self.app.screen is self.screen and not self.has_focus_within:
             self.remove_class("-open")
 
-    @on(ConversationList.FilterRequested)
-    def _filter_requested(self, event: ConversationList.FilterRequested) -> None:
-        event.stop()
-        self.query_one(ConversationFilter).focus()
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/` filters only from the list (elsewhere it is a character to type)."""
+        if action == "filter":
+            return bool(self.query(ConversationList)) and self.conversations.has_focus
+        return True
+
+    def action_filter(self) -> None:
+        """Move to the filter box now."""
+        self.screen.set_focus(self.query_one(ConversationFilter))
 
     @on(ConversationFilter.ToList)
     def _to_list(self, event: ConversationFilter.ToList) -> None:
