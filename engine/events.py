@@ -169,6 +169,9 @@ class ChatStats:
     ttft_s: float = 0.0
     tokens_per_s: float = 0.0
     total_s: float = 0.0
+    # False when the server sent no token count: `completion_tokens` then counts streamed
+    # chunks, and `tokens_per_s` chunks per second.
+    tokens_reported: bool = True
 
 
 @dataclass(frozen=True)

@@ -343,7 +343,7 @@ def _stats(stats: ChatStats | None) -> tuple[object, ...]:
     return (
         stats.provider,
         stats.prompt_tokens,
-        stats.completion_tokens,
+        stats.completion_tokens if stats.tokens_reported else None,  # NULL: a chunk count
         stats.ttft_s,
         stats.tokens_per_s,
         stats.total_s,
@@ -360,6 +360,7 @@ def _message(row: Any) -> StoredMessage:
             provider=str(provider),
             prompt_tokens=int(prompt or 0),
             completion_tokens=int(completion or 0),
+            tokens_reported=completion is not None,
             ttft_s=float(ttft or 0.0),
             tokens_per_s=float(rate or 0.0),
             total_s=float(total or 0.0),

@@ -92,6 +92,7 @@ class ReplyMeter:
         completion = len(self.parts)
         prompt = 0
         rate = None
+        reported = end is not None and end.completion_tokens is not None
         if end is not None:
             completion = end.completion_tokens if end.completion_tokens is not None else completion
             prompt = end.prompt_tokens or 0
@@ -112,4 +113,5 @@ class ReplyMeter:
             ttft_s=(self.first_at - self.started_at) if self.first_at else 0.0,
             tokens_per_s=rate,
             total_s=ended - self.started_at,
+            tokens_reported=reported,
         )

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from textual.widgets import Label
 
 from muxtui.engine.config import load_config
@@ -13,6 +14,7 @@ from muxtui.tui.panes.chat.conversation_list import ConversationList
 from muxtui.tui.panes.chat.message_view import MessageView
 from muxtui.tui.widgets.pane_tabs import PaneTabs
 from tests.fake_server import FakeOpenAIServer
+from tests.long_history import add_conversation
 from tests.test_tui_support import (
     chat_pane,
     local_entry,
@@ -22,6 +24,7 @@ from tests.test_tui_support import (
     send_prompt,
     started,
     wait_until,
+    without_local_extra,
 )
 
 WriteConfig = Callable[[str], Path]
@@ -162,7 +165,7 @@ async def test_rename_and_delete_a_conversation(
         await pilot.press("ctrl+u", *"new title", "enter")
         await wait_until(
             pilot,
-            lambda: str(conversations.get_option_at_index(0).prompt) == "new title",
+            lambda: str(conversations.get_option_at_index(0).prompt).startswith("new title "),
             "the renamed conversation",
         )
         (conversation,) = await app.engine.history.list_conversations()
@@ -198,8 +201,9 @@ async def test_empty_prompt_and_bad_settings_are_explained_in_the_pane(
 
 
 async def test_unreachable_provider_shows_the_error_inline_and_stores_it(
-    write_config: WriteConfig,
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    without_local_extra(monkeypatch)  # else the app starts on the bundled model, which answers
     closed = FakeOpenAIServer().start()
     base_url = closed.base_url
     closed.stop()  # nothing listens on this port any more
@@ -293,8 +297,9 @@ async def test_keys_are_remapped_from_the_config(
 
 
 async def test_first_run_with_nothing_configured_explains_what_to_do(
-    write_config: WriteConfig,
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    without_local_extra(monkeypatch)
     app = make_app(write_config("[network]\ndiscovery = false\n"))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
@@ -310,31 +315,32 @@ async def test_first_run_with_nothing_configured_explains_what_to_do(
         assert await app.engine.history.list_conversations() == []
 
 
-async def test_long_chats_mount_only_the_latest_messages(
+async def test_long_chats_mount_a_bounded_window_and_send_everything(
     fake_server: FakeOpenAIServer, write_config: WriteConfig
 ) -> None:
-    from muxtui.tui.panes.chat.chat_log import MAX_MOUNTED
+    from muxtui.tui.panes.chat.chat_log import MOUNTED_AT_MOST, ChatLog
 
     app = make_app(write_config(provider_config(fake_server.base_url)))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot)
-        history = app.engine.history
-        conversation = await history.new_conversation("long", "fake")
-        for index in range(MAX_MOUNTED + 10):
-            role = "user" if index % 2 == 0 else "assistant"
-            await history.add_message(conversation.id, role, f"message {index}")
-        await chat_pane(app).open_conversation(conversation.id)
-        await pilot.pause()
+        count = MOUNTED_AT_MOST + 10
+        conversation_id = add_conversation(
+            app.engine.paths.history_db, "long", count, lambda i: f"message {i}"
+        )
+        log = app.query_one(ChatLog)
+        await chat_pane(app).open_conversation(conversation_id)
+        await wait_until(pilot, lambda: log.is_settled, "the log to settle")
         shown = views(app)
-        assert len(shown) == MAX_MOUNTED
-        assert shown[-1].text == f"message {MAX_MOUNTED + 9}"
-        assert "10 earlier messages not shown" in str(app.query_one(".hidden-note").render())
-        # The whole conversation still goes to the model.
-        assert len(chat_pane(app).context) == MAX_MOUNTED + 10
+        assert 0 < len(shown) <= MOUNTED_AT_MOST
+        assert shown[-1].text == f"message {count - 1}"
+        earlier = count - len(shown)
+        assert f"↑ {earlier} earlier messages" in str(app.query_one("#more-above").render())
+        # The whole conversation still goes to the model (this one has no context limit).
         await send_prompt(pilot, "and now?")
         await reply_done(pilot)
-        assert len(views(app)) == MAX_MOUNTED
-        assert "12 earlier messages" in str(app.query_one(".hidden-note").render())
+        sent = fake_server.requests[-1].json["messages"]
+        assert len(sent) == count + 1 and sent[0]["content"] == "message 0"
+        assert len(views(app)) <= MOUNTED_AT_MOST
 
 
 async def test_cold_local_model_shows_its_start_then_answers(

@@ -39,6 +39,7 @@ PANE_ACTIONS = {
     "Conversations": "focus_conversations",
     "Rename conversation": "rename_chat",
     "Delete conversation": "delete_chat",
+    "Export conversation": "export_chat",
     "Preload model": "preload",
     "Unload model": "unload",
     "Pin or unpin model": "toggle_pin",

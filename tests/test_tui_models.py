@@ -6,11 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
 from muxtui.tui.panes.models.model_table import ModelTable
 from muxtui.tui.panes.models.server_log import ServerLog
 from tests.fake_server import FakeOpenAIServer
-from tests.test_tui_support import local_entry, make_app, provider_config, started, wait_until
+from tests.test_tui_support import (
+    local_entry,
+    make_app,
+    provider_config,
+    started,
+    wait_until,
+    without_local_extra,
+)
 
 WriteConfig = Callable[[str], Path]
 
@@ -21,8 +29,9 @@ def cell(table: ModelTable, name: str, column: str) -> str:
 
 
 async def test_models_pane_lists_remote_and_local_models(
-    fake_server: FakeOpenAIServer, write_config: WriteConfig
+    fake_server: FakeOpenAIServer, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    without_local_extra(monkeypatch)  # the list is exactly what the config names
     config = provider_config(fake_server.base_url, extra=local_entry("tiny"))
     app = make_app(write_config(config))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -118,6 +127,16 @@ async def test_rescan_finds_a_gguf_dropped_in_after_start(
         await pilot.press("r")
         await wait_until(pilot, lambda: "just-downloaded" in rows(table), "the new GGUF row")
         assert cell(table, "just-downloaded", "state").endswith("cold")
+        said = [n.message for n in app._notifications]
+        assert said[0].startswith("Rescanning")
+        await wait_until(pilot, lambda: any(m.startswith("Found ") for m in said_now(app)), "N")
+        found = next(m for m in said_now(app) if m.startswith("Found "))
+        assert found.endswith("(1 new)") and f"Found {table.row_count} models" in found
+
+
+def said_now(app: object) -> list[str]:
+    """The notifications shown so far."""
+    return [n.message for n in app._notifications]  # type: ignore[attr-defined]
 
 
 def rows(table: ModelTable) -> list[str]:
@@ -138,7 +157,7 @@ async def test_log_tail_follows_a_growing_file_and_restarts_of_the_server(
         await pilot.pause()
         assert table.selected_name == "tiny"
         log = app.query_one(ServerLog)
-        path = app.engine.servers.log_path("tiny")
+        path = app.engine.server_log_path("tiny")
         assert log.path == path
         path.parent.mkdir(parents=True, exist_ok=True)
 

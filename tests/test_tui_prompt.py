@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from textual import events, on
+from textual import on
 from textual.app import App, ComposeResult
 
 from muxtui.tui.panes.chat.prompt_input import PromptInput
+from tests.test_tui_support import burst
 
 
 class PromptApp(App[None]):
@@ -23,18 +24,10 @@ class PromptApp(App[None]):
         self.submitted.append(event.text)
 
 
-def _burst(app: App[None], text: str, *keys: str) -> None:
-    """Post keys back to back, as a fast terminal or tmux send-keys delivers them."""
-    for char in text:
-        app.post_message(events.Key(char, char))
-    for key in keys:
-        app.post_message(events.Key(key, None))
-
-
 async def test_enter_in_the_same_burst_sends_everything_typed_before_it() -> None:
     app = PromptApp()
     async with app.run_test(size=(80, 10)) as pilot:
-        _burst(app, "Write a **haiku** about GPUs", "enter")
+        burst(app, "Write a **haiku** about GPUs", "enter")
         await pilot.pause()
         await pilot.pause()
         assert app.submitted == ["Write a **haiku** about GPUs"]
@@ -43,8 +36,8 @@ async def test_enter_in_the_same_burst_sends_everything_typed_before_it() -> Non
 async def test_newline_in_a_burst_lands_where_it_was_typed() -> None:
     app = PromptApp()
     async with app.run_test(size=(80, 10)) as pilot:
-        _burst(app, "one", "ctrl+j")
-        _burst(app, "two", "enter")
+        burst(app, "one", "ctrl+j")
+        burst(app, "two", "enter")
         await pilot.pause()
         await pilot.pause()
         assert app.submitted == ["one\ntwo"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
@@ -18,7 +19,7 @@ from muxtui.tui.bridge import EventReceived
 from muxtui.tui.panes import PANES, PaneCommand, PaneSpec
 from tests.fake_server import FakeOpenAIServer
 from tests.test_tui_keys_and_palette import palette_titles
-from tests.test_tui_support import provider_config, started, wait_until
+from tests.test_tui_support import provider_config, started, wait_until, without_local_extra
 
 WriteConfig = Callable[[str], Path]
 BUILT: list[object] = []  # what each ProbePane was built with
@@ -72,8 +73,9 @@ class AppWithProbe(MuxtuiApp):
 
 
 async def test_one_entry_adds_a_pane_with_its_key_tab_and_commands(
-    fake_server: FakeOpenAIServer, write_config: WriteConfig
+    fake_server: FakeOpenAIServer, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    without_local_extra(monkeypatch)  # the list is exactly what the config names
     BUILT.clear()
     paths = Paths.default(write_config(provider_config(fake_server.base_url)))
     app = AppWithProbe(load_config(paths.config_file, must_exist=True), paths)

@@ -3,6 +3,7 @@ narrow 80×24 layout (folded conversation list, fewer table columns)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,9 +16,17 @@ from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatStats
 from muxtui.engine.paths import Paths
 from muxtui.tui.app import MuxtuiApp
+from muxtui.tui.panes.chat.chat_log import ChatLog
 from muxtui.tui.panes.chat.prompt_input import PromptInput
 from tests.fake_server import FakeOpenAIServer
-from tests.test_tui_support import chat_pane, local_entry, provider_config, started, wait_until
+from tests.test_tui_support import (
+    chat_pane,
+    local_entry,
+    provider_config,
+    started,
+    wait_until,
+    without_local_extra,
+)
 
 SIZE = (120, 40)
 NARROW = (80, 24)
@@ -66,6 +75,21 @@ async def steady(pilot: Pilot[int]) -> None:
     await pilot.pause()
 
 
+# The conversation list shows dates: the snapshots use a fixed one (2020-01-02) for every run.
+FIXED_DAY = 1577966400.0
+
+
+def set_dates(db_path: Path, dates: dict[int, float]) -> None:
+    """Give conversations fixed creation and update times."""
+    db = sqlite3.connect(db_path)
+    with db:
+        db.executemany(
+            "UPDATE conversations SET created_at = ?, updated_at = ? WHERE id = ?",
+            [(stamp, stamp, conversation_id) for conversation_id, stamp in dates.items()],
+        )
+    db.close()
+
+
 def chat_setup(theme: str) -> Callable[[Pilot[int]], Awaitable[None]]:
     """Fill the history with one conversation, open it, and switch to `theme`."""
 
@@ -81,10 +105,15 @@ def chat_setup(theme: str) -> Callable[[Pilot[int]], Awaitable[None]]:
         await history.add_message(
             conversation.id, "assistant", "Once upon a time", model="fake", status="stopped"
         )
+        set_dates(
+            app.engine.paths.history_db, {older.id: FIXED_DAY, conversation.id: FIXED_DAY + 60}
+        )
         pane = chat_pane(app)
         await pane.refresh_conversations()
         await pane.open_conversation(conversation.id)
         await pane.refresh_conversations()
+        log = app.query_one(ChatLog)
+        await wait_until(pilot, lambda: log.is_settled, "the conversation to be shown")
         app.theme = theme
         await steady(pilot)
 
@@ -102,7 +131,10 @@ def test_chat_pane_snapshot(
     assert snap_compare(app, terminal_size=SIZE, run_before=chat_setup(theme))
 
 
-def test_first_run_empty_state_snapshot(snap_compare: SnapCompare, isolated_home: Path) -> None:
+def test_first_run_empty_state_snapshot(
+    snap_compare: SnapCompare, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_local_extra(monkeypatch)  # the guide for a machine with nothing to chat with
     paths = Paths.default()
     assert not paths.config_file.exists()
     config = load_config(paths.config_file)
@@ -143,7 +175,9 @@ def test_models_pane_snapshot(
     snap_compare: SnapCompare,
     fake_server: FakeOpenAIServer,
     isolated_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    without_local_extra(monkeypatch)  # the rows are exactly what the config names
     app = app_at_default_path(isolated_home, models_config(fake_server.base_url))
     assert snap_compare(app, terminal_size=size, run_before=models_setup)
 

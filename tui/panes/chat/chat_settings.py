@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, TypeVar
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
 if TYPE_CHECKING:
-    from muxtui.engine.events import ChatParams
+    from muxtui.engine.events import ChatSettings as TurnSettings
 
 
 Number = TypeVar("Number", int, float)
@@ -23,13 +24,16 @@ class ChatSettingsError(ValueError):
     """A setting has a value the model cannot take; the text says which and what is allowed."""
 
 
-def _setting_widgets() -> list[Widget]:
+def _setting_widgets(values: dict[str, str]) -> list[Widget]:
     return [
         Label("System prompt", classes="setting-label"),
-        Input(placeholder="none", id="system-prompt", classes="setting-input"),
+        Input(
+            values["system-prompt"], placeholder="none", id="system-prompt", classes="setting-input"
+        ),
         Horizontal(
             Label("Temperature", classes="setting-label"),
             Input(
+                values["temperature"],
                 placeholder="server default",
                 type="number",
                 id="temperature",
@@ -37,6 +41,7 @@ def _setting_widgets() -> list[Widget]:
             ),
             Label("Max tokens", classes="setting-label"),
             Input(
+                values["max-tokens"],
                 placeholder="server default",
                 type="integer",
                 id="max-tokens",
@@ -92,6 +97,9 @@ class ChatSettings(Vertical):
 
     collapsed: reactive[bool] = reactive(True, init=False)
 
+    class Changed(Message):
+        """The person changed a setting (valid or not)."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._values = {"system-prompt": "", "temperature": "", "max-tokens": ""}
@@ -119,7 +127,7 @@ class ChatSettings(Vertical):
     async def open(self) -> None:
         """Expand the settings (mounting the inputs) and focus the system prompt."""
         if not self.query("#settings-body"):
-            await self.mount(Vertical(*_setting_widgets(), id="settings-body"))
+            await self.mount(Vertical(*_setting_widgets(self._values), id="settings-body"))
         self.collapsed = False
         self.query_one("#system-prompt", Input).focus()
 
@@ -136,17 +144,34 @@ class ChatSettings(Vertical):
         """The system prompt, stripped; empty means none."""
         return self._values["system-prompt"].strip()
 
-    def chat_params(self) -> ChatParams:
-        """The sampling settings as the engine takes them; raises ChatSettingsError if invalid."""
-        from muxtui.engine.events import ChatParams
+    def settings(self) -> TurnSettings:
+        """The settings as the engine keeps them; raises ChatSettingsError if one is invalid."""
+        from muxtui.engine.events import ChatSettings as TurnSettings
 
         try:
-            return ChatParams(
-                temperature=check_temperature(self._values["temperature"].strip()),
-                max_tokens=check_max_tokens(self._values["max-tokens"].strip()),
+            return TurnSettings(
+                self.system_prompt,
+                check_temperature(self._values["temperature"].strip()),
+                check_max_tokens(self._values["max-tokens"].strip()),
             )
         except ChatSettingsError as exc:
             raise ChatSettingsError(f"{exc} (Ctrl+S opens the settings)") from None
+
+    def load(self, settings: TurnSettings) -> None:
+        """Show a conversation's saved settings (the inputs too, if they are mounted)."""
+        self._values = {
+            "system-prompt": settings.system_prompt,
+            "temperature": "" if settings.temperature is None else f"{settings.temperature:g}",
+            "max-tokens": "" if settings.max_tokens is None else str(settings.max_tokens),
+        }
+        for input_id, value in self._values.items():
+            for box in self.query(f"#{input_id}").results(Input):
+                with box.prevent(Input.Changed):
+                    box.value = value
+                box.remove_class("-invalid")
+        for line in self.query("#settings-problem").results(Static):
+            line.display = False
+        self._update_summary()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Remember the value, and keep a one-line summary in the title while collapsed."""
@@ -154,6 +179,10 @@ class ChatSettings(Vertical):
         if event.input.id in self._values:
             self._values[event.input.id] = event.value
         self._show_problem(event.input)
+        self._update_summary()
+        self.post_message(self.Changed())
+
+    def _update_summary(self) -> None:
         parts = []
         if self.system_prompt:
             parts.append("system prompt")

@@ -26,31 +26,46 @@ class ShownMessage:
     role: str  # "user", "assistant" or "system"
     content: str
     model: str = ""
-    status: str = "complete"  # "complete", "stopped", "error" or "streaming"
+    status: str = "complete"  # "complete", "stopped", "error", "truncated" or "streaming"
     stats: ChatStats | None = None
     error: str = ""
+    finish_reason: str = ""  # the server's, for a complete reply ("length": max tokens reached)
 
 
-def stats_line(stats: ChatStats) -> str:
-    """The line under a reply: model, time to first token, tokens per second, tokens."""
+def stats_line(stats: ChatStats, finish_reason: str = "") -> str:
+    """The line under a reply: model, time to first token, rate, and the size of the reply.
+
+    The size is in tokens only when the server counted them; otherwise it is the number of
+    streamed chunks, and says so.
+    """
+    unit = "tokens" if stats.tokens_reported else "chunks"
     parts = [stats.model or stats.provider]
     if stats.ttft_s:
         parts.append(f"TTFT {stats.ttft_s:.2f} s")
     if stats.tokens_per_s:
-        parts.append(f"{stats.tokens_per_s:.1f} tok/s")
-    tokens = f"{stats.completion_tokens} tokens"
-    if stats.prompt_tokens:
-        tokens += f" ({stats.prompt_tokens} in)"
-    parts.append(tokens)
+        parts.append(f"{stats.tokens_per_s:.1f} {'tok' if stats.tokens_reported else unit}/s")
+    if stats.tokens_reported or stats.completion_tokens:  # a stored chunk count is not kept
+        size = f"{stats.completion_tokens} {unit}"
+        if stats.prompt_tokens:
+            size += f" ({stats.prompt_tokens} in)"
+        parts.append(size)
+    if finish_reason == "length":
+        parts.append("cut at max tokens")
     return " · ".join(part for part in parts if part)
 
 
 class MessageView(Vertical):
-    """A user prompt or a model reply; replies stream in through `append` and end in `finish`."""
+    """A user prompt or a model reply; replies stream in through `append` and end in `finish`.
 
-    def __init__(self, message: ShownMessage) -> None:
+    A reply made with `rendered=False` shows its text plain (cheap to mount and measure) until
+    `render_markdown` is called, which the chat log does once the reply comes near the view.
+    """
+
+    def __init__(self, message: ShownMessage, *, index: int = -1, rendered: bool = True) -> None:
         super().__init__(classes=f"message -{message.role}")
         self.message = message
+        self.index = index  # the message's place in its conversation
+        self.rendered = rendered or message.role == "user"
         self._pending: list[str] = []
         self._stream: MarkdownStream | None = None
         self._flush_timer: Timer | None = None
@@ -64,18 +79,36 @@ class MessageView(Vertical):
             yield Static(message.content, markup=False, classes="message-body")
         else:
             yield Static(message.role.capitalize(), markup=False, classes="message-role")
-            yield Markdown(message.content, classes="message-body")
-        yield Static("", markup=False, classes="message-footer")
-
-    def on_mount(self) -> None:
-        """Show the footer that matches the message's status."""
-        message = self.message
-        self._show_footer(message.status, message.stats, message.error)
+            if self.rendered:
+                yield Markdown(message.content, classes="message-body")
+            else:
+                yield Static(message.content, markup=False, classes="message-body -plain")
+        # Shown (or hidden) from the start: the first layout of the view is its final one.
+        footer = Static("", markup=False, classes="message-footer")
+        self._show_footer(message.status, message.stats, message.error, footer)
+        yield footer
 
     @property
     def body(self) -> Markdown:
         """The Markdown widget of a reply."""
         return self.query_one(".message-body", Markdown)
+
+    async def render_markdown(self) -> None:
+        """Replace the plain text of a reply with its Markdown rendering."""
+        if self.rendered:
+            return
+        self.rendered = True
+        plain = self.query_one(".message-body", Static)
+        await self.mount(Markdown(self.text, classes="message-body"), before=plain)
+        await plain.remove()
+
+    def show_notice(self, notice: str) -> None:
+        """Show a muted line above the reply (what the turn left out of the context)."""
+        notices = self.query(".message-notice")
+        if notices:
+            notices.first(Static).update(notice)
+        elif notice:
+            self.mount(Static(notice, markup=False, classes="message-notice"), after=0)
 
     def show_status(self, status: str) -> None:
         """Show progress before the first token (e.g. a local server loading) in the footer."""
@@ -88,11 +121,14 @@ class MessageView(Vertical):
         """Queue streamed reply text; it reaches the screen at the next flush."""
         if not text:
             return
-        if not self._pending and not self.text:
+        first = not self.text
+        if first:
             self.query_one(".message-footer", Static).display = False
         self._pending.append(text)
         self.text += text
-        if self._flush_timer is None:
+        if first:  # the first text shows at once; what follows is joined for a while
+            self.call_later(self._flush)
+        elif self._flush_timer is None:
             self._flush_timer = self.set_timer(FLUSH_EVERY_S, self._flush)
 
     async def _flush(self) -> None:
@@ -106,14 +142,7 @@ class MessageView(Vertical):
         self._pending.clear()
         await self._stream.write(fragment)
 
-    async def finish(
-        self,
-        status: str,
-        *,
-        text: str | None = None,
-        stats: ChatStats | None = None,
-        error: str = "",
-    ) -> None:
+    async def finish(self, message: ShownMessage) -> None:
         """End the stream and render the whole text once, so split code fences come out right."""
         if self._flush_timer is not None:
             self._flush_timer.stop()
@@ -122,20 +151,22 @@ class MessageView(Vertical):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        if text is not None:
-            self.text = text
-        self.message = ShownMessage(
-            self.message.role, self.text, self.message.model, status, stats, error
-        )
+        self.text = message.content
+        self.message = message
         await self.body.update(self.text)
-        self._show_footer(status, stats, error)
+        self._show_footer(message.status, message.stats, message.error)
 
-    def _show_footer(self, status: str, stats: ChatStats | None, error: str) -> None:
-        footer = self.query_one(".message-footer", Static)
+    def _show_footer(
+        self, status: str, stats: ChatStats | None, error: str, footer: Static | None = None
+    ) -> None:
+        footer = footer or self.query_one(".message-footer", Static)
+        model = f"{self.message.model} · " if self.message.model else ""
         if status == "stopped":
             footer.set_classes("message-footer -stopped")
-            model = f"{self.message.model} · " if self.message.model else ""
             footer.update(f"■ stopped · {model}the partial reply is kept")
+        elif status == "truncated":
+            footer.set_classes("message-footer -truncated")
+            footer.update(f"✂ truncated · {model}the server ended the reply early; it is kept")
         elif status == "error":
             footer.set_classes("message-footer -error")
             footer.update(f"✗ {error}")
@@ -144,7 +175,7 @@ class MessageView(Vertical):
             footer.update("waiting for the first token…")
         elif stats is not None:
             footer.set_classes("message-footer -stats")
-            footer.update(stats_line(stats))
+            footer.update(stats_line(stats, self.message.finish_reason))
         else:
             footer.set_classes("message-footer")
             footer.update("")

@@ -33,7 +33,48 @@ class PromptInput(TextArea):
             key_display="^j",
             tooltip="Start a new line in the prompt (Ctrl+J works in every terminal)",
         ),
+        # The conversation scrolls from here: the prompt keeps the focus while reading back.
+        Binding(
+            "pageup",
+            "scroll_conversation(-1)",
+            "Scroll up",
+            id="scroll-up",
+            show=False,
+            tooltip="Scroll the conversation up a screen",
+        ),
+        Binding(
+            "pagedown",
+            "scroll_conversation(1)",
+            "Scroll down",
+            id="scroll-down",
+            show=False,
+            tooltip="Scroll the conversation down a screen",
+        ),
+        Binding(
+            "ctrl+home",
+            "scroll_conversation(0, 'first')",
+            "First message",
+            id="scroll-first",
+            show=False,
+            tooltip="Go to the first message of the conversation",
+        ),
+        Binding(
+            "ctrl+end",
+            "scroll_conversation(0, 'last')",
+            "Last message",
+            id="scroll-last",
+            show=False,
+            tooltip="Go to the newest message",
+        ),
     ]
+
+    class ScrollRequested(Message):
+        """The person asked to scroll the conversation: by `pages`, or to an `edge`."""
+
+        def __init__(self, pages: int, edge: str = "") -> None:
+            super().__init__()
+            self.pages = pages
+            self.edge = edge  # "first", "last" or ""
 
     class Submitted(Message):
         """The person pressed the send key; `text` is the whole prompt."""
@@ -68,6 +109,10 @@ class PromptInput(TextArea):
     def action_newline(self) -> None:
         """Insert a line break at the cursor, after the keys typed before it."""
         self.call_later(self._insert_newline)
+
+    def action_scroll_conversation(self, pages: int, edge: str = "") -> None:
+        """Ask the pane to scroll the conversation; the prompt keeps the focus."""
+        self.post_message(self.ScrollRequested(pages, edge))
 
     def _post_submitted(self) -> None:
         self.post_message(self.Submitted(self, self.text))

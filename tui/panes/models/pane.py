@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Label, Static
 
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState, ServerStateChanged
 from muxtui.tui.bridge import EventReceived
-from muxtui.tui.display import shorten_home
+from muxtui.tui.display import describe, shorten_home
 from muxtui.tui.panes.models.model_table import ModelTable
 from muxtui.tui.panes.models.server_log import ServerLog
 
@@ -122,7 +122,7 @@ class ModelsPane(Vertical):
             title.update(f"Log · {what}")
             log.follow(None, "Select a local model to follow its server's log.")
             return
-        path = self.engine.servers.log_path(entry.name)
+        path = self.engine.server_log_path(entry.name)
         title.update(f"Log · {entry.name} · {shorten_home(path)}")
         log.follow(path, "The server has not written a log yet.")
 
@@ -146,18 +146,32 @@ class ModelsPane(Vertical):
     def action_preload(self) -> None:
         """Start the selected local server and keep it warm."""
         if (entry := self._selected_local("preload")) is not None:
-            self._run_server_action(
-                f"preload {entry.name}", self.engine.servers.preload(entry.name)
-            )
+            self._run_server_action(f"preload {entry.name}", self.engine.preload(entry.name))
 
     def action_unload(self) -> None:
         """Stop the selected local server."""
         if (entry := self._selected_local("unload")) is not None:
-            self._run_server_action(f"unload {entry.name}", self.engine.servers.unload(entry.name))
+            self._run_server_action(f"unload {entry.name}", self.engine.unload(entry.name))
 
     def action_rescan(self) -> None:
-        """Scan the model folders and PATH again (a GGUF just downloaded shows up)."""
-        self._run_server_action("rescan", self.engine.servers.refresh())
+        """Look for models again now: model folders and PATH, loopback servers, API keys."""
+        self.notify("Rescanning model folders, PATH and servers…", title="rescan", timeout=3)
+        self.run_worker(self._rescan(), group="server-actions", exit_on_error=False)
+
+    async def _rescan(self) -> None:
+        before = {entry.name for entry in self.entries}
+        try:
+            entries = await self.engine.rediscover()
+        except Exception as exc:  # say it in the pane rather than fail silently
+            self.notify(describe(exc), title="rescan", severity="error", timeout=10)
+            return
+        new = len({entry.name for entry in entries} - before)
+        plural = "" if len(entries) == 1 else "s"
+        self.notify(
+            f"Found {len(entries)} model{plural}" + (f" ({new} new)" if new else ""),
+            title="rescan",
+        )
+        self._show_entries(entries)
 
     def action_toggle_pin(self) -> None:
         """Pin the selected local server (never evicted) or unpin it."""
@@ -165,7 +179,7 @@ class ModelsPane(Vertical):
 
         if (entry := self._selected_local("pin or unpin")) is not None:
             try:
-                self.engine.servers.set_pinned(entry.name, not entry.pinned)
+                self.engine.set_pinned(entry.name, not entry.pinned)
             except MuxtuiError as exc:
                 self.notify(str(exc), title=f"pin {entry.name}", severity="error", timeout=10)
             self.refresh_models()
