@@ -163,14 +163,21 @@ class ChatLog(AnchoredScroll):
         self.forget_layout()
         if self.query("#more-above"):  # the notes stay; the messages go
             if views := self.message_views:
-                self._changed()
-                await self.remove_children(views)
+                await self._remove(views)
         else:
             self._changed()
             above = Static("", id="more-above", classes="more-note", markup=False)
             below = Static("", id="more-below", classes="more-note", markup=False)
             await self.mount_all([above, below])
         self._schedule()
+
+    async def _remove(self, views: list[MessageView]) -> None:
+        """Unmount views and let them go at once."""
+        self._changed()
+        await self.remove_children(views)
+        # Textual keeps the list of displayed children until it is next asked for (which may
+        # be long: the layout does not ask), and that list would keep the views alive.
+        _ = self.displayed_children
 
     async def _mount_older(self, count: int, *, rendered: bool) -> None:
         count = min(count, RENDERED_BATCH) if rendered else count
@@ -244,8 +251,7 @@ class ChatLog(AnchoredScroll):
             gone = [view for view in self.message_views if view.index >= len(self.messages) - 2]
             del self.messages[-2:]
             self.end = min(self.end, len(self.messages))
-            self._changed()
-            await self.remove_children(gone)
+            await self._remove(gone)
 
     # --- scrolling by key --------------------------------------------------------------------
 
@@ -403,12 +409,11 @@ class ChatLog(AnchoredScroll):
         released = [*views[:start], *views[stop:]]
         if not released:
             return False
-        self._changed()
         if start:
             self.first = views[start].index if start < len(views) else self.end
         if stop < len(views):
             self.end = views[stop].index
-        await self.remove_children(released)
+        await self._remove(released)
         self._show_notes()
         return True
 
