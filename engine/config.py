@@ -1,7 +1,7 @@
 """The config file: typed settings, validated on load, saved atomically with mode 0600.
 
 The shape is a contract (DESIGN.md): `[providers.NAME]`, `[models.NAME]`, `[local.NAME]`,
-`[cache]`, `[monitor]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its
+`[cache]`, `[response_cache]`, `[monitor]`, `[serve]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its
 metadata.
 """
 
@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from muxtui.engine.errors import ConfigError
 
@@ -142,6 +143,31 @@ class MonitorConfig:
 
 
 @dataclass
+class ResponseCacheConfig:
+    """Cached replies: exact-match on the canonical request, shared by chat, batch and serve."""
+
+    backend: Literal["sqlite", "redis", "off"] = _doc(
+        '"sqlite" (a file in the cache dir), "redis" (or Valkey; shared) or "off".', "sqlite"
+    )
+    url: str = _doc('Redis URL for backend = "redis".', "redis://127.0.0.1:6379/0")
+    ttl: int = _doc("Seconds a cached reply is kept; 0 = until evicted by size.", 86400)
+    max_mb: float = _doc("Size cap of the SQLite cache file; oldest replies go first.", 512.0)
+
+
+@dataclass
+class ServeConfig:
+    """`muxtui serve`: the OpenAI-compatible endpoint in front of the engine."""
+
+    host: str = _doc("Address to listen on; anything but loopback needs api_key_env.", "127.0.0.1")
+    port: int = _doc("Port to listen on.", 8090)
+    api_key_env: str = _doc(
+        "Environment variable holding the key clients must send (Authorization: Bearer KEY).", ""
+    )
+    max_body_mb: float = _doc("Largest request body accepted; bigger ones get 413.", 32.0)
+    history: bool = _doc("Record served chats in the history like the chat pane does.", False)
+
+
+@dataclass
 class UIConfig:
     """The TUI's saved choices."""
 
@@ -160,6 +186,10 @@ class Config:
     cache: CacheConfig = _doc("Warm-server limits.", factory=CacheConfig)
     network: NetworkConfig = _doc("Pooling, timeouts, retries.", factory=NetworkConfig)
     monitor: MonitorConfig = _doc("Sampling, sample log and alerts.", factory=MonitorConfig)
+    response_cache: ResponseCacheConfig = _doc(
+        "Cached replies (exact match).", factory=ResponseCacheConfig
+    )
+    serve: ServeConfig = _doc("The OpenAI-compatible endpoint.", factory=ServeConfig)
     ui: UIConfig = _doc("TUI choices.", factory=UIConfig)
 
 
@@ -324,6 +354,12 @@ def _check_references(config: Config) -> None:
             )
         if not local.health.startswith("/"):
             raise _Invalid(("local", name, "health"), "expected a path starting with /")
+    if not 0 < config.serve.port < 65536:
+        raise _Invalid(("serve", "port"), "expected a port number from 1 to 65535")
+    if config.response_cache.backend == "redis" and not config.response_cache.url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise _Invalid(("response_cache", "url"), "expected a redis://, rediss:// or unix:// URL")
 
 
 def _line_of(text: str, key_path: tuple[str, ...]) -> int | None:
@@ -388,4 +424,8 @@ def masked(config: Config) -> dict[str, Any]:
         entry = plain["local"][name]
         entry["cmd"] = mask_cmd(local.cmd)
         entry["env"] = dict.fromkeys(local.env, MASK)
+    url = urlsplit(config.response_cache.url)
+    if url.password:  # redis://user:PASSWORD@host
+        netloc = url.netloc.replace(f":{url.password}@", f":{MASK}@")
+        plain["response_cache"]["url"] = urlunsplit(url._replace(netloc=netloc))
     return typing.cast(dict[str, Any], plain)

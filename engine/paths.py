@@ -43,6 +43,16 @@ class Paths:
         return self.data_dir / "history.sqlite3"
 
     @property
+    def response_cache_db(self) -> Path:
+        """The SQLite file of cached replies (`[response_cache] backend = "sqlite"`)."""
+        return self.cache_dir / "responses.sqlite3"
+
+    @property
+    def serve_state_file(self) -> Path:
+        """Where a running `muxtui serve` writes its address, so other muxtui processes use it."""
+        return self.data_dir / "serve.json"
+
+    @property
     def models_dir(self) -> Path:
         """The default folder scanned for GGUF files."""
         return self.data_dir / "models"
