@@ -23,6 +23,7 @@ from muxtui.engine.config import (
 from muxtui.engine.core import Engine
 from muxtui.engine.paths import Paths
 from muxtui.engine.serve.metrics import OTHER_MODEL, ServeMetrics
+from muxtui.engine.serve.metrics_requests import ModelFigures, RequestCollector, request_text
 from muxtui.engine.serve.metrics_state import endpoint_label
 from tests.conftest import REPO_ROOT
 from tests.fake_server import FakeOpenAIServer
@@ -180,6 +181,25 @@ def test_its_own_registry_and_the_text_format() -> None:
     assert b"muxtui_" not in prometheus_client.generate_latest(prometheus_client.REGISTRY)
     # Two instances do not clash (no process-global registry behind them).
     assert ServeMetrics().render() != b""
+
+
+def test_the_request_text_is_what_prometheus_client_writes() -> None:
+    metrics = ServeMetrics(process=False)
+    odd = 'a "quoted" model\\with\na newline'
+    for model in ("m", odd, "remote:x"):
+        streamed_request(metrics, model, 0.05, [0.001, 0.7, 9.0], (3, 4))
+        metrics.cache(model, hit=True)
+    metrics.finished(odd, 'out"come', 1, 1)
+    figures: dict[str, ModelFigures] = metrics._models
+    figures["m"].prompt_tokens = 12_345_678  # past where Go's number format turns exponential
+    figures["m"].inter_token.counts[3] = 2_000_000
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(RequestCollector(figures))
+
+    assert request_text(figures) == prometheus_client.generate_latest(registry).decode()
+    assert metrics.render().startswith(request_text(figures).encode())
+    collected = {family.name for family in metrics.registry.collect()}
+    assert {"muxtui_requests", "muxtui_time_to_first_token_seconds"} <= collected
 
 
 @pytest.mark.parametrize(
