@@ -224,13 +224,11 @@ class RequestCollector:
                 requests.add_metric((model, outcome), count)
         yield requests
         for name, kind, documentation, value in SCALARS:
-            family: Metric
-            if kind == "counter":
-                family = CounterMetricFamily(name, documentation, labels=("model",))
-            else:
-                family = GaugeMetricFamily(name, documentation, labels=("model",))
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, documentation, labels=("model",)
+            )
             for model, figures in items:
-                family.add_metric((model,), value(figures))  # type: ignore[attr-defined]
+                family.add_metric((model,), value(figures))
             yield family
         for name, documentation, histogram_of in HISTOGRAMS:
             histograms = HistogramMetricFamily(name, documentation, labels=("model",))
