@@ -253,9 +253,11 @@ class EngineStateCollector:
     # --- the response cache ------------------------------------------------------------------
 
     def _response_cache(self) -> list[Metric]:
+        # Opening the cache is lazy and never fails (engine/cache/store.py); serve opens it at
+        # its first cacheable request anyway, and the Engine closes it.
         cache = getattr(self._engine, "response_cache", None)
         backend = getattr(cache, "backend", None)
-        if cache is None or not isinstance(backend, str):
+        if cache is None or not isinstance(backend, str) or backend == "off":
             return []
         healthy = GaugeMetricFamily(
             "muxtui_response_cache_healthy",
