@@ -527,7 +527,7 @@ class Bench:
                 if sample.name == "muxtui_requests_total":
                     total += sample.value
         self.report.notes.append(
-            f'serve\'s /metrics: muxtui_requests_total{{model="bench"}} = {total:.0f}; '
+            f"serve's /metrics: muxtui_requests_total (all models) = {total:.0f}; "
             f"the client sent {self.sent_to_serve} chat requests to it; a scrape "
             f"({len(text):,} bytes) takes {statistics.median(scrapes) * 1e3:.2f} ms (median of 20)"
         )
