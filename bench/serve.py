@@ -153,6 +153,7 @@ def start_serve(
     muxtui_root: Path,
     profile: Path | None,
     slow_port: int | None = None,
+    max_connections: int = 0,
 ) -> Serve:
     """`muxtui serve` on a free port, config pointing at the upstream; waits for /health."""
     home = workdir / f"serve-{cache.split(':')[0]}"
@@ -167,6 +168,11 @@ def start_serve(
         if slow_port
         else ""
     )
+    limits = (
+        f"max_connections = {max_connections}\nmax_keepalive = {max_connections}\n"
+        if max_connections
+        else ""
+    )
     config.write_text(
         f"""
 [providers.upstream]
@@ -179,10 +185,7 @@ id = "fake-model"
 {slow}
 [network]
 discovery = false
-max_connections = 128   # 100 concurrent streams must not queue for a connection
-max_keepalive = 128
-http2 = false
-
+{limits}
 [response_cache]
 {cache_table}
 
@@ -596,7 +599,13 @@ async def run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         if slow_port:
             children.append(start_upstream(slow_port, workdir, args.upstream_latency_ms / 1e3))
         serve = start_serve(
-            upstream_port, workdir, "sqlite", args.muxtui_root, args.profile, slow_port
+            upstream_port,
+            workdir,
+            "sqlite",
+            args.muxtui_root,
+            args.profile,
+            slow_port,
+            args.max_connections,
         )
         children.append(serve.process)
         report.notes.append(f"serve answered /health {serve.start_s:.2f} s after it was started")
@@ -676,6 +685,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--muxtui-root", type=Path, default=REPO_ROOT, help="checkout whose muxtui serve runs"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="serve's [network] max_connections and max_keepalive; 0 = muxtui's defaults",
     )
     parser.add_argument("--profile", type=Path, help="run serve under cProfile, write here")
     args = parser.parse_args()
