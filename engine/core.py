@@ -45,6 +45,7 @@ from muxtui.engine.pool import ClientPool
 from muxtui.engine.redact import known_secrets, redact_error
 from muxtui.engine.retry import RetryPolicy
 from muxtui.engine.router import Router, Target
+from muxtui.engine.serve.facade import ServeMixin
 from muxtui.engine.turns import Turns
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(BatchMixin, FitMixin, MonitorMixin):
+class Engine(BatchMixin, FitMixin, MonitorMixin, ServeMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(

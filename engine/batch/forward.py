@@ -51,6 +51,15 @@ class ChatPoster(Protocol):
         """The whole response to one non-streamed chat body."""
         ...
 
+    def stream_request(self, body: bytes) -> httpx.Request:
+        """The request for one chat body, to send streamed (`serve` passes its bytes through)."""
+        ...
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The pooled client the poster sends with."""
+        ...
+
 
 # The wire protocols whose servers take OpenAI-shaped chat bodies (Ollama on its /v1 path).
 _POSTERS: dict[str, type[OpenAIBackend] | type[OllamaBackend]] = {

@@ -1,0 +1,35 @@
+"""The Engine's methods for `muxtui serve` (a mixin of the facade, kept beside serve)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from muxtui.engine.batch.forward import Reply
+    from muxtui.engine.router import Target
+    from muxtui.engine.serve.upstream import UpstreamStream
+
+
+class ServeMixin:
+    """One ready chat body sent to one resolved target, whole or streamed, with retries."""
+
+    async def send_chat_to(self, target: Target, payload: bytes) -> Reply:
+        """Send `payload` (the body's JSON without `model`) to `target`, not streamed; the
+        reply as the server sent it. Raises the final typed error after the retries."""
+        from muxtui.engine.batch.forward import model_body
+        from muxtui.engine.core import Engine
+
+        assert isinstance(self, Engine)
+        forwarder, route = await self.batches.route_for(target)
+        return await forwarder.send(route, model_body(route.model_id, payload))
+
+    async def open_chat_stream(self, target: Target, payload: bytes) -> UpstreamStream:
+        """Send `payload` streamed to `target`; returns once its first bytes arrived (retries
+        happen before that only). Close the stream when done: it holds a local server's lease."""
+        from muxtui.engine.batch.forward import model_body
+        from muxtui.engine.core import Engine
+        from muxtui.engine.serve.upstream import open_stream
+
+        assert isinstance(self, Engine)
+        forwarder, route = await self.batches.route_for(target)
+        return await open_stream(forwarder, route, model_body(route.model_id, payload))
