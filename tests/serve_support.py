@@ -13,6 +13,7 @@ from muxtui.engine.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from muxtui.engine.paths import Paths
+    from muxtui.engine.serve.observer import Observer
     from muxtui.engine.serve.server import Server
 
 FAST = RetryPolicy(retries=6, base_delay=0.005, max_delay=0.02)
@@ -49,16 +50,53 @@ def dead_port() -> int:
 
 @asynccontextmanager
 async def running_serve(
-    config: Config, paths: Paths, *, key: str = "", policy: RetryPolicy = FAST
+    config: Config,
+    paths: Paths,
+    *,
+    key: str = "",
+    policy: RetryPolicy = FAST,
+    observer: Observer | None = None,
 ) -> AsyncIterator[Server]:
     """An engine and a serve over it on a free loopback port, closed after."""
     from muxtui.engine.core import Engine
     from muxtui.engine.serve.server import Server
 
     async with Engine(config, paths, discover=False, retry_policy=policy) as engine:
-        server = Server(engine, "127.0.0.1", 0, key=key, monitor=False)
+        server = Server(engine, "127.0.0.1", 0, key=key, observer=observer, monitor=False)
         await server.start()
         try:
             yield server
         finally:
             await server.stop()
+
+
+class Recorder:
+    """An observer that keeps every call, as (method, model, *arguments)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def request_started(self, model: str) -> None:
+        self.calls.append(("request_started", model))
+
+    def first_byte(self, model: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append(("first_byte", model))
+
+    def token(self, model: str, gap_s: float) -> None:
+        assert gap_s >= 0
+        self.calls.append(("token", model))
+
+    def finished(
+        self, model: str, outcome: str, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        self.calls.append(("finished", model, outcome, prompt_tokens, completion_tokens))
+
+    def cache(self, model: str, hit: bool) -> None:
+        self.calls.append(("cache", model, hit))
+
+    def fallback(self, model: str) -> None:
+        self.calls.append(("fallback", model))
+
+    def named(self, method: str) -> list[tuple[object, ...]]:
+        return [call for call in self.calls if call[0] == method]

@@ -16,7 +16,8 @@ from muxtui.engine.config import ServeConfig
 from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.paths import Paths
 from tests.fake_server import Behaviour, FakeOpenAIServer
-from tests.serve_support import dead_port, normal, running_serve, serve_config
+from tests.fake_server import Failure
+from tests.serve_support import Recorder, dead_port, normal, running_serve, serve_config
 
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
 
@@ -262,3 +263,67 @@ def test_entries_round_trip_through_json() -> None:
     assert entry_from_json(obj).state is ServerState.REMOTE
     with pytest.raises(ValueError):
         entry_from_json({"provider": "x"})
+
+
+async def test_the_observer_hears_each_request(fake_server: FakeOpenAIServer, paths: Paths) -> None:
+    recorder = Recorder()
+    config = serve_config(fake_server.base_url, dead_url=f"http://127.0.0.1:{dead_port()}/v1")
+    async with running_serve(config, paths, observer=recorder) as serve:
+        assert (await post(serve.url, {"model": "m", **HELLO})).status_code == 200
+        streamed = await post(
+            serve.url,
+            {"model": "down", **HELLO, "stream": True, "stream_options": {"include_usage": True}},
+        )
+        assert streamed.status_code == 200
+        assert (await post(serve.url, {"model": "nope", **HELLO})).status_code == 404
+    assert recorder.named("request_started") == [("request_started", "m")] + [
+        ("request_started", "down")
+    ]
+    assert recorder.named("fallback") == [("fallback", "down")]
+    assert recorder.named("first_byte") == [("first_byte", "down")]
+    assert recorder.named("token")  # the chunks after the first
+    assert recorder.named("finished") == [
+        ("finished", "m", "ok", 2, 5),
+        ("finished", "down", "ok", 2, 5),
+    ]
+
+
+async def test_upstream_errors_never_show_the_providers_key(paths: Paths) -> None:
+    from muxtui.engine.config import ProviderConfig
+
+    secret = "sk-upstream-secret-0123456789"
+    with FakeOpenAIServer() as upstream:
+        config = serve_config(upstream.base_url)
+        config.providers["fake"] = ProviderConfig(base_url=upstream.base_url, api_key=secret)
+        async with running_serve(config, paths) as serve:
+            for status in (400, 401, 500):
+                upstream.fail_next(*[Failure(status=status, echo_header="Authorization")] * 8)
+                response = await post(serve.url, {"model": "m", **HELLO})
+                assert response.status_code >= 400
+                assert secret not in response.text
+                assert response.json()["error"]["message"]
+            assert upstream.requests[-1].headers["authorization"] == f"Bearer {secret}"
+
+
+async def test_history_is_off_by_default_and_records_when_on(
+    fake_server: FakeOpenAIServer, paths: Paths
+) -> None:
+    from muxtui.engine.core import Engine
+
+    async with running_serve(serve_config(fake_server.base_url), paths) as serve:
+        assert (await post(serve.url, {"model": "m", **HELLO})).status_code == 200
+        assert await serve.engine.list_conversations() == []
+    config = serve_config(fake_server.base_url, serve=ServeConfig(history=True))
+    async with running_serve(config, paths) as serve:
+        for stream in (False, True):
+            response = await post(serve.url, {"model": "m", **HELLO, "stream": stream})
+            assert response.status_code == 200
+    async with Engine(config, paths, discover=False) as engine:
+        conversations = await engine.list_conversations()
+        assert len(conversations) == 2
+        for conversation in conversations:
+            messages = await engine.conversation_messages(conversation.id)
+            assert [(m.role, m.content) for m in messages] == [
+                ("user", "hello there"),
+                ("assistant", "tok " * 5),
+            ]

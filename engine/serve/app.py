@@ -21,7 +21,9 @@ back as the upstream sent them (non-streamed: its bytes; streamed: SSE bytes as 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,7 @@ from muxtui.engine.retry import ATTEMPT_FAILURES
 from muxtui.engine.serve.auth import KeyCheck
 from muxtui.engine.serve.errors import ServeError, error_body, from_engine, may_fall_back
 from muxtui.engine.serve.observer import NullObserver, Observer
+from muxtui.engine.serve.record import reply_text, request_messages, stream_text
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger("muxtui.serve")
 _loads = json.loads
 _USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage from
 _OPEN_PATHS = frozenset({"/health"})
@@ -83,6 +87,8 @@ class ServeApp:
         self._keys = KeyCheck(key)
         limit_mb = engine.config.serve.max_body_mb if max_body_mb is None else max_body_mb
         self.max_body = max(1, int(limit_mb * 1024 * 1024))
+        self.history = engine.config.serve.history
+        self._background: set[asyncio.Task[None]] = set()
         self._health = json.dumps({"status": "ok", "pid": _pid(), "version": __version__}).encode()
 
     def application(self) -> web.Application:
@@ -161,7 +167,7 @@ class ServeApp:
         observer = self.observer
         observer.request_started(model)
         if body.get("stream") is True:
-            return await self._stream(request, model, targets, payload, started)
+            return await self._stream(request, model, body, targets, payload, started)
         error: MuxtuiError | None = None
         for index, target in enumerate(targets):
             if index:
@@ -175,6 +181,8 @@ class ServeApp:
                 continue
             prompt, completion = _usage(reply.parsed.get("usage"))
             observer.finished(model, "ok", prompt, completion)
+            if self.history:
+                self._record(model, body["messages"], *reply_text(reply.parsed))
             return web.Response(
                 body=reply.content, status=reply.status, content_type="application/json"
             )
@@ -205,6 +213,7 @@ class ServeApp:
         self,
         request: web.Request,
         model: str,
+        body: dict[str, Any],
         targets: list[Target],
         payload: bytes,
         started: float,
@@ -230,6 +239,7 @@ class ServeApp:
         )
         outcome = "ok"
         tail = upstream.first[-_USAGE_TAIL:]
+        kept: list[bytes] | None = [upstream.first] if self.history else None
         try:
             await response.prepare(request)
             now = time.perf_counter()
@@ -242,6 +252,8 @@ class ServeApp:
                 previous = now
                 await response.write(chunk)
                 tail = (tail + chunk)[-_USAGE_TAIL:]
+                if kept is not None:
+                    kept.append(chunk)
         except ConnectionError:
             outcome = "client_closed"
         except ATTEMPT_FAILURES as exc:
@@ -254,9 +266,28 @@ class ServeApp:
             await upstream.aclose()
         prompt, completion = _stream_usage(tail)
         observer.finished(model, outcome, prompt, completion)
+        if kept is not None:
+            self._record(model, body["messages"], *stream_text(kept))
         if outcome != "client_closed":
             await _write_quietly(response, None)
         return response
+
+    def _record(self, model: str, messages: object, text: str, finish: str) -> None:
+        """Store the exchange in the background, after the reply went out."""
+        call = self.engine.record_served(model, request_messages(messages), text, finish)
+        task = asyncio.create_task(call, name="muxtui-serve-record")
+        self._background.add(task)
+        task.add_done_callback(self._recorded)
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("serve: a chat was not stored in the history: %s", type(exc).__name__)
+
+    async def drain(self) -> None:
+        """Wait for history writes still running (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     # --- models and servers ------------------------------------------------------------------
 

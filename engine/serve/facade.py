@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,3 +34,27 @@ class ServeMixin:
         assert isinstance(self, Engine)
         forwarder, route = await self.batches.route_for(target)
         return await open_stream(forwarder, route, model_body(route.model_id, payload))
+
+    async def record_served(
+        self, model: str, messages: Sequence[tuple[str, str]], reply: str, finish: str
+    ) -> None:
+        """Store one served exchange as a new conversation (`[serve] history = true`)."""
+        from muxtui.engine.core import Engine
+        from muxtui.engine.history import conversation_title
+        from muxtui.engine.redact import redact
+
+        assert isinstance(self, Engine)
+        secrets = self.secrets()
+        first = next((text for role, text in messages if role == "user"), reply)
+        conversation = await self.history.new_conversation(
+            conversation_title(redact(first, secrets)), model
+        )
+        for role, text in messages:
+            await self.history.add_message(conversation.id, role, redact(text, secrets))
+        await self.history.add_message(
+            conversation.id,
+            "assistant",
+            redact(reply, secrets),
+            model=model,
+            finish_reason=finish,
+        )

@@ -114,6 +114,7 @@ class Server:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self.app.drain()
 
 
 async def serve_until(
