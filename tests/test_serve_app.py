@@ -15,8 +15,7 @@ from muxtui.engine.catalog import entry_from_json, entry_to_json
 from muxtui.engine.config import ServeConfig
 from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.paths import Paths
-from tests.fake_server import Behaviour, FakeOpenAIServer
-from tests.fake_server import Failure
+from tests.fake_server import Behaviour, Failure, FakeOpenAIServer
 from tests.serve_support import Recorder, dead_port, normal, running_serve, serve_config
 
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
@@ -276,9 +275,8 @@ async def test_the_observer_hears_each_request(fake_server: FakeOpenAIServer, pa
         )
         assert streamed.status_code == 200
         assert (await post(serve.url, {"model": "nope", **HELLO})).status_code == 404
-    assert recorder.named("request_started") == [("request_started", "m")] + [
-        ("request_started", "down")
-    ]
+    started = [("request_started", "m"), ("request_started", "down")]
+    assert recorder.named("request_started") == started
     assert recorder.named("fallback") == [("fallback", "down")]
     assert recorder.named("first_byte") == [("first_byte", "down")]
     assert recorder.named("token")  # the chunks after the first
