@@ -53,6 +53,7 @@ log = logging.getLogger("muxtui.serve")
 _loads = json.loads
 _USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage from
 _OPEN_PATHS = frozenset({"/health"})
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _RUNNING = {
     ServerState.WARM: "ready",
     ServerState.BUSY: "ready",
@@ -88,6 +89,7 @@ class ServeApp:
         limit_mb = engine.config.serve.max_body_mb if max_body_mb is None else max_body_mb
         self.max_body = max(1, int(limit_mb * 1024 * 1024))
         self.history = engine.config.serve.history
+        self.on_samples_wanted: Callable[[], None] | None = None  # starts the monitor
         self._background: set[asyncio.Task[None]] = set()
         self._health = json.dumps({"status": "ok", "pid": _pid(), "version": __version__}).encode()
 
@@ -311,12 +313,13 @@ class ServeApp:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """`GET /metrics`: the Prometheus text of the observer, when it renders one."""
+        if self.on_samples_wanted is not None:
+            self.on_samples_wanted()
         render = getattr(self.observer, "render", None)
         text = render() if callable(render) else b""
         data = text.encode() if isinstance(text, str) else bytes(text)
-        return web.Response(
-            body=data, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        )
+        ctype = getattr(self.observer, "content_type", _PROMETHEUS_TEXT)
+        return web.Response(body=data, headers={"Content-Type": str(ctype)})
 
     async def running(self, request: web.Request) -> web.Response:
         """`GET /running` (llama-swap): local servers not cold, and their state."""
@@ -366,6 +369,8 @@ class ServeApp:
         """`GET /muxtui/v1/sample`: the latest monitor sample, or {} before the first."""
         from muxtui.engine.monitor.samples import sample_to_json
 
+        if self.on_samples_wanted is not None:
+            self.on_samples_wanted()
         sample = self.engine.latest_sample
         return web.json_response(sample_to_json(sample) if sample is not None else {})
 
