@@ -17,7 +17,6 @@ from muxtui.engine.events import BatchProgress, BatchState
 
 if TYPE_CHECKING:
     from muxtui.engine.core import Engine
-    from muxtui.engine.router import Target
 
 ProgressCallback = Callable[[BatchProgress], None]
 
@@ -144,14 +143,6 @@ class BatchJobs:
         except UnknownModelError:
             await engine.check_model(model)  # waits for discovery, or raises
             target = engine.router.resolve(model)
-        forwarder, route = await self.route_for(target)
-        fields = {name: value for name, value in body.items() if name != "model"}
-        return await forwarder.send(route, model_body(route.model_id, encode_body(fields)))
-
-    async def route_for(self, target: Target) -> tuple[Forwarder, Route]:
-        """The forwarder and the (cached) route of one resolved target; a local target's route
-        knows its server's own model id (the server is started for that if it is cold)."""
-        engine = self._engine
         endpoints = tuple((e.base_url, e.api_key) for e in target.endpoints)
         key = (target.kind, target.provider, target.name, target.model_id, endpoints)
         route = self._routes.get(key)
@@ -166,10 +157,11 @@ class BatchJobs:
                 )
             route = self._routes[key] = self._forwarder.route(target)
         assert self._forwarder is not None
+        fields = {name: value for name, value in body.items() if name != "model"}
         if target.local and route.model_id == target.model_id:
             async with engine.servers.acquire(target.name) as local:
                 route.model_id = local.model_id or target.model_id
-        return self._forwarder, route
+        return await self._forwarder.send(route, model_body(route.model_id, encode_body(fields)))
 
     async def aclose(self) -> None:
         """Cancel running batches and wait for them to close their files."""

@@ -31,12 +31,17 @@ from aiohttp import web
 
 from muxtui import __version__
 from muxtui.engine.batch.plan import encode_body
-from muxtui.engine.catalog import entry_to_json
 from muxtui.engine.errors import MuxtuiError, UnknownModelError
-from muxtui.engine.events import ServerState
 from muxtui.engine.retry import ATTEMPT_FAILURES
 from muxtui.engine.serve.auth import KeyCheck
-from muxtui.engine.serve.errors import ServeError, error_body, from_engine, may_fall_back
+from muxtui.engine.serve.control import Control
+from muxtui.engine.serve.errors import (
+    ServeError,
+    error_body,
+    from_engine,
+    may_fall_back,
+    parse_object,
+)
 from muxtui.engine.serve.observer import NullObserver, Observer
 from muxtui.engine.serve.record import reply_text, request_messages, stream_text
 
@@ -54,13 +59,6 @@ _loads = json.loads
 _USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage from
 _OPEN_PATHS = frozenset({"/health"})
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-_RUNNING = {
-    ServerState.WARM: "ready",
-    ServerState.BUSY: "ready",
-    ServerState.STARTING: "starting",
-    ServerState.STOPPING: "stopping",
-    ServerState.FAILED: "failed",
-}
 
 
 def error_response(error: ServeError) -> web.Response:
@@ -89,6 +87,7 @@ class ServeApp:
         limit_mb = engine.config.serve.max_body_mb if max_body_mb is None else max_body_mb
         self.max_body = max(1, int(limit_mb * 1024 * 1024))
         self.history = engine.config.serve.history
+        self.control = Control(engine, self._samples_wanted)
         self.on_samples_wanted: Callable[[], None] | None = None  # starts the monitor
         self._background: set[asyncio.Task[None]] = set()
         self._health = json.dumps({"status": "ok", "pid": _pid(), "version": __version__}).encode()
@@ -97,18 +96,19 @@ class ServeApp:
         """The aiohttp application (no access log is configured: nothing secret is written)."""
         app = web.Application(middlewares=[self._guard], client_max_size=self.max_body)
         add = app.router
+        control = self.control
         add.add_post("/v1/chat/completions", self.chat)
-        add.add_get("/v1/models", self.models)
+        add.add_get("/v1/models", control.models)
         add.add_get("/health", self.health)
         add.add_get("/metrics", self.metrics)
-        add.add_get("/running", self.running)
-        add.add_post("/api/models/unload", self.unload_all)
-        add.add_post("/api/models/unload/{model:.+}", self.unload_one)
-        add.add_get("/muxtui/v1/models", self.muxtui_models)
-        add.add_get("/muxtui/v1/sample", self.sample)
-        add.add_post("/muxtui/v1/models/{name:.+}/load", self.load)
-        add.add_post("/muxtui/v1/models/{name:.+}/unload", self.unload_one)
-        add.add_post("/muxtui/v1/models/{name:.+}/pin", self.pin)
+        add.add_get("/running", control.running)
+        add.add_post("/api/models/unload", control.unload_all)
+        add.add_post("/api/models/unload/{model:.+}", control.unload_one)
+        add.add_get("/muxtui/v1/models", control.muxtui_models)
+        add.add_get("/muxtui/v1/sample", control.sample)
+        add.add_post("/muxtui/v1/models/{name:.+}/load", control.load)
+        add.add_post("/muxtui/v1/models/{name:.+}/unload", control.unload_one)
+        add.add_post("/muxtui/v1/models/{name:.+}/pin", control.pin)
         return app
 
     # --- the guard: key, and errors in OpenAI's shape ----------------------------------------
@@ -142,6 +142,10 @@ class ServeApp:
                 )
             )
 
+    def _samples_wanted(self) -> None:
+        if self.on_samples_wanted is not None:
+            self.on_samples_wanted()
+
     def _too_large(self) -> ServeError:
         limit = self.max_body / (1024 * 1024)
         return ServeError(
@@ -158,7 +162,7 @@ class ServeApp:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise self._too_large()
-        body = _parse(await request.read())
+        body = parse_object(await request.read())
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ServeError(400, "the body needs a `model` (a muxtui model name)", "missing_model")
@@ -291,21 +295,7 @@ class ServeApp:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    # --- models and servers ------------------------------------------------------------------
-
-    async def models(self, request: web.Request) -> web.Response:
-        """`GET /v1/models`: every model `muxtui models` knows, OpenAI's list shape."""
-        data = [
-            {
-                "id": entry.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": entry.provider,
-                "muxtui": entry_to_json(entry),
-            }
-            for entry in self.engine.list_models()
-        ]
-        return web.json_response({"object": "list", "data": data})
+    # --- health and metrics ------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         """`GET /health`: answers while serve runs."""
@@ -321,87 +311,11 @@ class ServeApp:
         ctype = getattr(self.observer, "content_type", _PROMETHEUS_TEXT)
         return web.Response(body=data, headers={"Content-Type": str(ctype)})
 
-    async def running(self, request: web.Request) -> web.Response:
-        """`GET /running` (llama-swap): local servers not cold, and their state."""
-        running = [
-            {"model": entry.name, "state": _RUNNING[entry.state]}
-            for entry in self.engine.list_models()
-            if entry.local and entry.state in _RUNNING
-        ]
-        return web.json_response({"running": running})
-
-    async def unload_all(self, request: web.Request) -> web.Response:
-        """`POST /api/models/unload` (llama-swap): stop every local server."""
-        for entry in self.engine.list_models():
-            if entry.local and entry.state in _RUNNING:
-                await self._engine_call(self.engine.unload(entry.name))
-        return web.json_response({"status": "ok"})
-
-    async def unload_one(self, request: web.Request) -> web.Response:
-        """Stop one local server (llama-swap's `/api/models/unload/{model}`, and muxtui's)."""
-        name = request.match_info.get("model") or request.match_info["name"]
-        await self._engine_call(self.engine.unload(self._local_name(name)))
-        return web.json_response({"status": "ok"})
-
-    async def load(self, request: web.Request) -> web.Response:
-        """`POST /muxtui/v1/models/{name}/load`: start a local server now."""
-        await self._engine_call(self.engine.preload(self._local_name(request.match_info["name"])))
-        return web.json_response({"status": "ok"})
-
-    async def pin(self, request: web.Request) -> web.Response:
-        """`POST /muxtui/v1/models/{name}/pin` with {"pinned": bool}."""
-        body = _parse(await request.read())
-        pinned = body.get("pinned")
-        if not isinstance(pinned, bool):
-            raise ServeError(400, 'the body needs {"pinned": true|false}', "missing_pinned")
-        try:
-            self.engine.set_pinned(self._local_name(request.match_info["name"]), pinned)
-        except MuxtuiError as exc:
-            raise from_engine(exc, self.engine.secrets()) from None
-        return web.json_response({"status": "ok", "pinned": pinned})
-
-    async def muxtui_models(self, request: web.Request) -> web.Response:
-        """`GET /muxtui/v1/models`: entries as `muxtui models --json` prints them."""
-        models = [entry_to_json(entry) for entry in self.engine.list_models()]
-        return web.json_response({"models": models})
-
-    async def sample(self, request: web.Request) -> web.Response:
-        """`GET /muxtui/v1/sample`: the latest monitor sample, or {} before the first."""
-        from muxtui.engine.monitor.samples import sample_to_json
-
-        if self.on_samples_wanted is not None:
-            self.on_samples_wanted()
-        sample = self.engine.latest_sample
-        return web.json_response(sample_to_json(sample) if sample is not None else {})
-
-    def _local_name(self, name: str) -> str:
-        if not any(e.local and e.name == name for e in self.engine.list_models()):
-            raise ServeError(
-                404, f"no local model '{name}': GET /running lists them", "model_not_found"
-            )
-        return name
-
-    async def _engine_call(self, call: Awaitable[None]) -> None:
-        try:
-            await call
-        except MuxtuiError as exc:
-            raise from_engine(exc, self.engine.secrets()) from None
-
 
 def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        body = _loads(raw) if raw else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise ServeError(400, "the body is not a JSON object", "invalid_json")
-    return body
 
 
 def _usage(usage: object) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from muxtui.engine.errors import (
     AuthError,
@@ -68,3 +69,14 @@ def from_engine(exc: MuxtuiError, secrets: Iterable[str]) -> ServeError:
 def may_fall_back(exc: MuxtuiError) -> bool:
     """Whether a fallback model may answer instead: not when the request itself was refused."""
     return not isinstance(exc, BadRequestError | UnknownModelError)
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; a `ServeError` 400 otherwise."""
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ServeError(400, "the body is not a JSON object", "invalid_json")
+    return body

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from muxtui.engine.batch.forward import Reply
     from muxtui.engine.router import Target
+    from muxtui.engine.serve.routes import ServeRoutes
     from muxtui.engine.serve.upstream import UpstreamStream
 
 
 class ServeMixin:
     """One ready chat body sent to one resolved target, whole or streamed, with retries."""
+
+    @functools.cached_property
+    def serve_routes(self) -> ServeRoutes:
+        """Serve's forwarder and routes (created on first use)."""
+        from muxtui.engine.core import Engine
+        from muxtui.engine.serve.routes import ServeRoutes
+
+        assert isinstance(self, Engine)
+        return ServeRoutes(self)
 
     async def send_chat_to(self, target: Target, payload: bytes) -> Reply:
         """Send `payload` (the body's JSON without `model`) to `target`, not streamed; the
@@ -21,8 +32,8 @@ class ServeMixin:
         from muxtui.engine.core import Engine
 
         assert isinstance(self, Engine)
-        forwarder, route = await self.batches.route_for(target)
-        return await forwarder.send(route, model_body(route.model_id, payload))
+        route = await self.serve_routes.route(target)
+        return await self.serve_routes.forwarder.send(route, model_body(route.model_id, payload))
 
     async def open_chat_stream(self, target: Target, payload: bytes) -> UpstreamStream:
         """Send `payload` streamed to `target`; returns once its first bytes arrived (retries
@@ -32,7 +43,8 @@ class ServeMixin:
         from muxtui.engine.serve.upstream import open_stream
 
         assert isinstance(self, Engine)
-        forwarder, route = await self.batches.route_for(target)
+        route = await self.serve_routes.route(target)
+        forwarder = self.serve_routes.forwarder
         return await open_stream(forwarder, route, model_body(route.model_id, payload))
 
     async def record_served(
