@@ -181,6 +181,7 @@ class ChatFinished:
     text: str
     stats: ChatStats
     finish_reason: str = "stop"
+    cached: bool = False  # replayed from the response cache; no server was asked
 
 
 @dataclass(frozen=True)
