@@ -170,11 +170,18 @@ class SqliteCache(ResponseCache):
             return
         doomed: list[str] = []
         freed = 0
-        for key, size in db.execute("SELECT key, size FROM responses ORDER BY created"):
-            doomed.append(key)
-            freed += size
-            if freed >= excess:
+        while freed < excess:
+            rows = db.execute(
+                "SELECT key, size FROM responses ORDER BY created LIMIT 256 OFFSET ?",
+                (len(doomed),),
+            ).fetchall()
+            if not rows:
                 break
+            for key, size in rows:
+                doomed.append(key)
+                freed += size
+                if freed >= excess:
+                    break
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("DELETE FROM responses WHERE key = ?", ((k,) for k in doomed))

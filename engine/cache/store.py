@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 LRU_ENTRIES = 512
 LRU_BYTES = 16 * 2**20
+# A reply read from the store is kept in the LRU this long at most: the store's own expiry and
+# evictions (by another process, too) are not known here.
+LRU_FETCHED_S = 300
 _loads = json.loads
 
 
@@ -95,7 +98,8 @@ class ResponseCache(ABC):
         if value is None:
             value = await self._fetch(key)
             if value is not None:
-                self._recent.put(key, value, self._expires())
+                keep_s = min(self.ttl, LRU_FETCHED_S) if self.ttl else LRU_FETCHED_S
+                self._recent.put(key, value, time.time() + keep_s)
         completion = decode(value) if value is not None else None
         if completion is None:
             self.misses += 1
