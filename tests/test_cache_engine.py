@@ -86,6 +86,10 @@ async def test_a_repeated_temperature_0_turn_is_served_from_the_cache(
     assert server.chat_requests == 1
     stored = await engine.conversation_messages(1)
     assert [m.status for m in stored][-1] == "complete"
+    from muxtui.tui.panes.chat.message_view import stats_line
+
+    assert stats_line(second.stats).endswith(" · cached")
+    assert "cached" not in stats_line(first.stats)
 
 
 async def test_other_turns_are_not_cached(server: FakeOpenAIServer, engines: Engines) -> None:

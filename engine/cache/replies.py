@@ -81,5 +81,6 @@ def replay_turn(
         completion_tokens=generated if isinstance(generated, int) else 0,
         total_s=time.monotonic() - started_at,
         tokens_reported=isinstance(generated, int),
+        cached=True,
     )
-    yield ChatFinished(text, stats, choice.get("finish_reason") or "stop", cached=True)
+    yield ChatFinished(text, stats, choice.get("finish_reason") or "stop")
