@@ -325,6 +325,8 @@ def test_replay_then_assemble_round_trips(make: Any) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == original["usage"]
     assert chunks[-2]["choices"][0]["finish_reason"] == original["choices"][0]["finish_reason"]
     assert assemble(chunks) == original
+    without = parse_sse(list(replay(original, include_usage=False)))
+    assert without == chunks[:-1]
 
 
 def test_content_streams_in_several_pieces() -> None:
@@ -362,3 +364,29 @@ def test_assemble_merges_a_servers_stream() -> None:
     assert whole["choices"][0]["finish_reason"] == "tool_calls"
     assert whole["usage"] == {"prompt_tokens": 1, "completion_tokens": 2}
     assert (whole["id"], whole["created"], whole["model"]) == ("x", 5, "m")
+
+
+async def test_the_openai_client_reads_a_replayed_stream() -> None:
+    """The real `openai` package, streaming a replay served over loopback HTTP, gets it all."""
+    import openai
+
+    from tests.fake_server import Failure, FakeOpenAIServer
+
+    original = rich_completion()
+    original["choices"][0]["message"]["content"] = "Checking both, one moment please."
+    with FakeOpenAIServer() as server:
+        sse = b"".join(replay(original))
+        server.fail_next(Failure(body=sse, content_type="text/event-stream"))
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        try:
+            stream = await client.chat.completions.create(
+                model="fake-model",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk.model_dump(exclude_unset=True) async for chunk in stream]
+        finally:
+            await client.close()
+    assert len(chunks) >= 8
+    assert assemble(chunks) == original

@@ -109,7 +109,9 @@ def pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
     return out
 
 
-def replay_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def replay_chunks(
+    completion: dict[str, Any], *, include_usage: bool = True
+) -> Iterator[dict[str, Any]]:
     """The chat.completion.chunk objects a server would have streamed for `completion`."""
     base = {
         "id": completion.get("id", ""),
@@ -149,13 +151,17 @@ def replay_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 part = {"index": call_index, "function": {"arguments": piece}}
                 yield chunk(index, {"tool_calls": [part]})
         yield chunk(index, {}, choice.get("finish_reason") or "stop")
-    if completion.get("usage") is not None:
+    if include_usage and completion.get("usage") is not None:
         yield {**base, "choices": [], "usage": completion["usage"]}
 
 
-def replay(completion: dict[str, Any]) -> Iterator[bytes]:
-    """`completion` as SSE: `data: <chunk>\\n\\n` for each chunk, then `data: [DONE]\\n\\n`."""
-    for chunk in replay_chunks(completion):
+def replay(completion: dict[str, Any], *, include_usage: bool = True) -> Iterator[bytes]:
+    """`completion` as SSE: `data: <chunk>\\n\\n` for each chunk, then `data: [DONE]\\n\\n`.
+
+    The usage chunk comes last (before [DONE]) unless `include_usage` is False (a client that
+    did not ask for `stream_options.include_usage`).
+    """
+    for chunk in replay_chunks(completion, include_usage=include_usage):
         text = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
         yield b"data: " + text.encode() + b"\n\n"
     yield DONE
