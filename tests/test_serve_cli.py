@@ -18,6 +18,7 @@ from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
 from tests.fake_server import FakeOpenAIServer
 from tests.serve_support import dead_port
+from tests.valkey_support import ValkeyServer, valkey  # noqa: F401  (the fixture)
 
 WriteConfig = Callable[..., Path]
 START_TIMEOUT_S = 30.0
@@ -54,13 +55,15 @@ def run_serve(config: Path, *args: str, **env: str) -> subprocess.CompletedProce
 
 
 @contextmanager
-def serve_process(config: Path, port: int, paths: Paths) -> Iterator[subprocess.Popen[str]]:
+def serve_process(
+    config: Path, port: int, paths: Paths, **env: str
+) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
         [*MUXTUI, "--config", str(config), "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=muxtui_env(),
+        env=muxtui_env(**env),
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -137,3 +140,44 @@ def test_a_non_loopback_host_without_a_key_refuses(
 def test_a_bad_port_is_one_line(write_config: WriteConfig, fake_server: FakeOpenAIServer) -> None:
     line = one_line(run_serve(config_for(write_config, fake_server.base_url), "--port", "http"))
     assert "--port" in line and "'http'" in line
+
+
+def test_two_serves_share_hits_through_valkey_and_go_on_when_it_dies(
+    write_config: WriteConfig,
+    fake_server: FakeOpenAIServer,
+    paths: Paths,
+    valkey: ValkeyServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cache = f'\n[response_cache]\nbackend = "redis"\nurl = "{valkey.url}"\n'
+    config = config_for(write_config, fake_server.base_url).with_suffix(".toml")
+    config.write_text(config.read_text() + cache)
+    other_data = tmp_path / "other-data"  # a second serve keeps its own state file
+    other = Paths(paths.config_file, other_data / "muxtui", paths.cache_dir, paths.log_dir)
+    body = {
+        "model": "little",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0,
+    }
+    ports = (dead_port(), dead_port())
+    with (
+        serve_process(config, ports[0], paths),
+        serve_process(config, ports[1], other, XDG_DATA_HOME=str(other_data)),
+    ):
+        first = httpx.post(f"http://127.0.0.1:{ports[0]}/v1/chat/completions", json=body)
+        assert first.headers["x-muxtui-cache"] == "miss"
+        deadline = time.monotonic() + 10
+        while True:  # the store happens after the reply went out
+            second = httpx.post(f"http://127.0.0.1:{ports[1]}/v1/chat/completions", json=body)
+            if second.headers["x-muxtui-cache"] == "hit" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert second.headers["x-muxtui-cache"] == "hit"
+        assert second.json()["choices"] == first.json()["choices"]
+        sent = fake_server.chat_requests
+        valkey.stop()
+        for n in range(3):
+            changed = {**body, "messages": [{"role": "user", "content": f"again {n}"}]}
+            url = f"http://127.0.0.1:{ports[n % 2]}/v1/chat/completions"
+            assert httpx.post(url, json=changed, timeout=30).status_code == 200
+        assert fake_server.chat_requests >= sent + 3

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from aiohttp import web
+
 from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
@@ -80,3 +82,12 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ServeError(400, "the body is not a JSON object", "invalid_json")
     return body
+
+
+def error_response(error: ServeError) -> web.Response:
+    """An OpenAI-shaped error answer."""
+    return web.Response(
+        body=error_body(error.status, error.message, error.code),
+        status=error.status,
+        content_type="application/json",
+    )

@@ -6,12 +6,9 @@ Text only (content parts joined); secrets masked; written after the reply has go
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Any
 
 from muxtui.engine.backends.base import text_content
-from muxtui.engine.backends.openai import SSEDecoder
 
 
 def reply_text(completion: dict[str, Any]) -> tuple[str, str]:
@@ -24,30 +21,6 @@ def reply_text(completion: dict[str, Any]) -> tuple[str, str]:
     text = text_content(message.get("content")) if isinstance(message, dict) else ""
     finish = choice.get("finish_reason")
     return text, finish if isinstance(finish, str) else ""
-
-
-def stream_text(chunks: Sequence[bytes]) -> tuple[str, str]:
-    """The first choice's text and finish reason of a streamed reply's SSE bytes."""
-    decoder = SSEDecoder()
-    parts: list[str] = []
-    finish = ""
-    events = [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close()
-    for event in events:
-        if event.strip() == b"[DONE]":
-            continue
-        try:
-            data = json.loads(event)
-        except ValueError:
-            continue
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            continue
-        delta = choices[0].get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            parts.append(delta["content"])
-        if isinstance(choices[0].get("finish_reason"), str):
-            finish = choices[0]["finish_reason"]
-    return "".join(parts), finish
 
 
 def request_messages(messages: object) -> list[tuple[str, str]]:
