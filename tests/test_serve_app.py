@@ -327,3 +327,19 @@ async def test_history_is_off_by_default_and_records_when_on(
                 ("user", "hello there"),
                 ("assistant", "tok " * 5),
             ]
+
+
+async def test_a_stream_that_breaks_after_text_is_not_retried(
+    fake_server: FakeOpenAIServer, paths: Paths
+) -> None:
+    recorder = Recorder()
+    fake_server.fail_next(Failure(drop_after_tokens=2))
+    async with running_serve(serve_config(fake_server.base_url), paths, observer=recorder) as serve:
+        response = await post(serve.url, {"model": "m", **HELLO, "stream": True})
+        assert response.status_code == 200
+        blocks = [block for block in response.content.split(b"\n\n") if block]
+        assert blocks[1].count(b"tok ") == 1 and blocks[2].count(b"tok ") == 1
+        error = json.loads(blocks[-1].removeprefix(b"data: "))["error"]
+        assert error["code"] == "stream_broken"
+        assert fake_server.chat_requests == 1
+    assert recorder.named("finished") == [("finished", "m", "error", 0, 0)]

@@ -113,6 +113,17 @@ def test_serve_answers_then_stops_cleanly_on_sigterm(
     assert not paths.serve_state_file.exists()
 
 
+def test_ctrl_c_removes_the_state_file(
+    write_config: WriteConfig, fake_server: FakeOpenAIServer, paths: Paths
+) -> None:
+    config = config_for(write_config, fake_server.base_url)
+    with serve_process(config, dead_port(), paths) as process:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0 and "Traceback" not in err
+    assert not paths.serve_state_file.exists()
+
+
 def test_a_port_in_use_is_one_line(
     write_config: WriteConfig, fake_server: FakeOpenAIServer
 ) -> None:
