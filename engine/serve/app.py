@@ -12,7 +12,16 @@ Added latency is the same within noise (~1.8 ms, most of it httpx's client on th
 aiohttp kept ~15% more throughput at concurrency 16, is one package rather than three, and
 brings what serve needs without a framework of ours on top: a body size limit
 (`client_max_size`), streamed responses whose writes fail when the client goes away, and a
-runner that binds before serving (so a port in use is one clear error).
+runner that binds before serving (so a port in use is one clear error). aiohttp on uvloop
+measured no better (CPU per request through serve 2.0-2.4 ms against 1.8-2.3 ms on asyncio's
+loop), so serve uses asyncio's.
+
+`muxtui serve` itself (a subprocess; upstream in its own process, 64-token replies; three
+interleaved rounds at a load average of ~3 on the 2 cores): +2.6 ms median per non-streamed
+request, +5.8 ms per 64-token stream, 0.44x the direct throughput at concurrency 16 (0.3-0.9x
+from round to round). Under cProfile serve's own code (plan, parse, encode, route) is ~0.1 ms
+of a request; the rest is httpx, aiohttp and the loopback system calls (costly in this VM).
+Every figure here moves by 2x with the other work on the machine: bench/serve.py repeats them.
 
 The chat route is engine/serve/chat.py, the model and server routes engine/serve/control.py.
 """
