@@ -2,8 +2,8 @@
 
 A cached reply is stored whole (as a non-streamed request would get it); a streamed request for
 it is answered with chunks shaped like a server's: the role, reasoning and content in pieces of
-a few words, each tool call's name then its arguments in pieces, a chunk with the finish reason,
-a usage chunk, then `data: [DONE]`.
+about a token (a word), each tool call's name then its arguments in pieces, a chunk with the
+finish reason, a usage chunk, then `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-PIECE_CHARS = 16  # a replayed piece: about this many characters, cut after a space
+PIECE_CHARS = 4  # a replayed piece: about a token (a word with its space, or 4 characters)
 _TEXT_ORDER = ("reasoning_content", "reasoning", "content")  # what a reply streams first
 DONE = b"data: [DONE]\n\n"
 
@@ -102,7 +102,7 @@ def pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
         if end >= length:
             out.append(text[start:])
             break
-        space = text.find(" ", end, end + size)
+        space = text.find(" ", start + max(1, size // 2), end + size)
         cut = space + 1 if space != -1 else end
         out.append(text[start:cut])
         start = cut
