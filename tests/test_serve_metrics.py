@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 
+import httpx
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +26,7 @@ from muxtui.engine.paths import Paths
 from muxtui.engine.serve.metrics import OTHER_MODEL, ServeMetrics
 from muxtui.engine.serve.metrics_requests import ModelFigures, RequestCollector, request_text
 from muxtui.engine.serve.metrics_state import endpoint_label
+from muxtui.engine.serve.observer import Observer
 from tests.conftest import REPO_ROOT
 from tests.fake_server import FakeOpenAIServer
 
@@ -171,7 +173,8 @@ def test_model_names_past_the_cap_are_counted_together() -> None:
 
 
 def test_its_own_registry_and_the_text_format() -> None:
-    metrics = ServeMetrics()
+    metrics: Observer = ServeMetrics()  # mypy checks it is serve's Observer
+    assert isinstance(metrics, ServeMetrics)
     metrics.request_started("m")
     metrics.finished("m", "ok", 1, 2)
     page = metrics.render()
@@ -278,3 +281,80 @@ async def test_engine_state_is_read_at_scrape_time_without_secrets(
     text = page.decode("utf-8")
     for secret in (API_KEY, URL_PASSWORD, REDIS_PASSWORD, "user:"):
         assert secret not in text
+
+
+async def test_serve_metrics_count_what_was_sent(
+    fake_server: FakeOpenAIServer, paths: Paths
+) -> None:
+    from muxtui.engine.serve.server import Server
+    from tests.serve_support import FAST, dead_port, serve_config
+
+    config = serve_config(fake_server.base_url, dead_url=f"http://127.0.0.1:{dead_port()}/v1")
+    config.providers["fake"].api_key = API_KEY
+    hello = {"messages": [{"role": "user", "content": "hello there"}]}
+    stream = {"stream": True, "stream_options": {"include_usage": True}}
+    async with Engine(config, paths, discover=False, retry_policy=FAST) as engine:
+        metrics = ServeMetrics(engine)
+        server = Server(engine, "127.0.0.1", 0, observer=metrics, monitor=False)
+        await server.start()
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                chat = f"{server.url}/v1/chat/completions"
+                for body in (
+                    {"model": "m", **hello},
+                    {"model": "m", **hello},
+                    {"model": "m", **hello, **stream},
+                    {"model": "down", **hello, **stream},
+                    {"model": "m", **hello, "temperature": 0},  # a miss, stored
+                    {"model": "m", **hello, "temperature": 0},  # a hit
+                ):
+                    assert (await client.post(chat, json=body)).status_code == 200
+                assert (await client.post(chat, json={"model": "nope", **hello})).status_code == 404
+                page = await client.get(f"{server.url}/metrics")
+        finally:
+            await server.stop()
+
+    assert page.status_code == 200
+    assert page.headers["content-type"] == metrics.content_type
+    found = samples(page.content)
+    assert value(found, "muxtui_requests_total", model="m", outcome="ok") == 5
+    assert value(found, "muxtui_requests_total", model="down", outcome="ok") == 1
+    assert "nope" not in {s.labels.get("model") for s in found}
+    assert value(found, "muxtui_fallbacks_total", model="down") == 1
+    assert value(found, "muxtui_prompt_tokens_total", model="m") == 5 * 2
+    assert value(found, "muxtui_completion_tokens_total", model="m") == 5 * 5
+    assert value(found, "muxtui_time_to_first_token_seconds_count", model="m") == 1
+    assert value(found, "muxtui_time_to_first_token_seconds_count", model="down") == 1
+    assert value(found, "muxtui_inter_token_latency_seconds_count", model="m") > 0
+    assert value(found, "muxtui_request_duration_seconds_count", model="m") == 5
+    assert value(found, "muxtui_requests_in_flight", model="m") == 0
+    assert value(found, "muxtui_response_cache_misses_total", model="m") == 1
+    assert value(found, "muxtui_response_cache_hits_total", model="m") == 1
+    assert value(found, "muxtui_response_cache_healthy", backend="sqlite") == 1
+    dead = [s for s in found if s.name == "muxtui_endpoint_consecutive_failures"]
+    assert {s.labels["provider"] for s in dead} == {"fake", "dead"}
+    assert API_KEY not in page.text
+
+
+async def test_the_cache_health_gauge_follows_the_backend(paths: Paths) -> None:
+    from tests.serve_support import dead_port
+
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{dead_port()}/0"
+    config = Config(response_cache=ResponseCacheConfig(backend="redis", url=url))
+    async with Engine(config, paths, discover=False) as engine:
+        metrics = ServeMetrics(engine, process=False)
+        assert (
+            value(samples(metrics.render()), "muxtui_response_cache_healthy", backend="redis") == 1
+        )
+        assert await engine.response_cache.get("0" * 64) is None  # Redis is down: a miss
+        page = metrics.render()
+    assert value(samples(page), "muxtui_response_cache_healthy", backend="redis") == 0
+    assert REDIS_PASSWORD not in page.decode()
+
+    async with Engine(Config(), paths, discover=False) as engine:
+        found = samples(ServeMetrics(engine, process=False).render())
+    assert value(found, "muxtui_response_cache_healthy", backend="sqlite") == 1
+    off = Config(response_cache=ResponseCacheConfig(backend="off"))
+    async with Engine(off, paths, discover=False) as engine:
+        found = samples(ServeMetrics(engine, process=False).render())
+    assert "muxtui_response_cache_healthy" not in names(found)
