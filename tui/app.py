@@ -241,8 +241,18 @@ class MuxtuiApp(App[int]):
             for slot in self.query(".pane-slot").results(Container):
                 if slot.id not in self.panes:
                     self._show_placeholder(slot)
+        else:
+            self._say_serve_change(event.data)
         for pane in self.panes.values():
             pane.post_message(EventReceived(event.data, event.turn_id))
+
+    def _say_serve_change(self, data: object) -> None:
+        """A `muxtui serve` took over the local servers, or went away: say it once."""
+        from muxtui.engine.local.remote_owner import ServeOwnerChanged  # engine is loaded now
+
+        if isinstance(data, ServeOwnerChanged):
+            severity = "information" if data.live else "warning"
+            self.notify(data.message, title="muxtui serve", severity=severity, timeout=8)
 
     async def on_unmount(self) -> None:
         """Write a pending config change and close the engine (stopping its servers)."""

@@ -171,7 +171,7 @@ class Route:
         if endpoint is None:
             base_url = local.base_url.rstrip("/")
             endpoint = self._local[local.base_url] = Endpoint(
-                self.target.name, base_url, local=True
+                self.target.name, base_url, api_key=local.api_key, local=True
             )
         return endpoint
 
@@ -224,6 +224,8 @@ class Forwarder:
                 async with self.servers.acquire(route.target.name) as local:
                     endpoint = route.local_endpoint(local)
                     outcome = await self._attempt(route, endpoint, body)
+                    if not isinstance(outcome, Reply):
+                        self.servers.owner.failed(local)  # through serve: is it still there?
             else:
                 endpoint = route.pick(health)
                 outcome = await self._attempt(route, endpoint, body)

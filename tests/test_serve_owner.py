@@ -1,0 +1,177 @@
+"""One owner of the local servers: an Engine in this process uses a running `muxtui serve`.
+
+A real `muxtui serve` subprocess runs the test server as a `[local]` model; the Engine here
+shares its isolated home, finds its state file, and must not start a server of its own while
+serve is there. When serve goes away, the next turn starts one here; when serve comes back,
+the next turn uses it again.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from muxtui.engine.config import load_config
+from muxtui.engine.core import Engine
+from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ServerState
+from muxtui.engine.local.remote_owner import ServeOwnerChanged
+from muxtui.engine.paths import Paths
+from tests.serve_support import Serve, own_model_servers, running_serve, start_serve
+from tests.test_tui_support import local_entry, without_local_extra
+
+WriteConfig = Callable[[str], Path]
+CONFIG = "[network]\ndiscovery = false\nretries = 0\n\n" + local_entry("tiny")
+
+
+@pytest.fixture(autouse=True)
+def _no_bundled(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_local_extra(monkeypatch)  # this process knows exactly the [local] entry
+
+
+def make_engine(config_file: Path) -> tuple[Engine, list[object]]:
+    """An engine on the config (the isolated home's paths) recording its events."""
+    paths = Paths.default(config_file)
+    engine = Engine(load_config(paths.config_file, must_exist=True), paths, discover=False)
+    events: list[object] = []
+    engine.add_listener(events.append)
+    return engine, events
+
+
+async def turn(engine: Engine, model: str = "tiny") -> tuple[str, list[str]]:
+    """One unrecorded reply: its text and the status lines before it."""
+    statuses: list[str] = []
+    text = ""
+    async for event in engine.chat(model, [ChatMessage("user", "hi")]):
+        if isinstance(event, ChatStatus):
+            statuses.append(event.message)
+        elif isinstance(event, ChatFinished):
+            text = event.text
+    return text, statuses
+
+
+async def serve_row(engine: Engine, serve: Serve) -> None:
+    """`tiny` is listed as serve's warm server, with serve's model server's pid."""
+
+    def warm() -> bool:
+        row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+        return row.state in (ServerState.WARM, ServerState.BUSY)
+
+    await _until(warm)
+    row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+    assert row.local
+    assert row.state in (ServerState.WARM, ServerState.BUSY)
+    assert f"served by muxtui serve (pid {serve.pid}, {serve.url})" in row.detail
+    assert row.pid in {process.pid for process in serve.local_servers()}
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGKILL])
+async def test_engine_uses_serve_then_falls_back_when_it_goes(
+    write_config: WriteConfig, stop_with: signal.Signals
+) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    serve = start_serve(config_file, paths)
+    try:
+        engine, events = make_engine(config_file)
+        async with engine:
+            text, statuses = await turn(engine)
+            assert text == "tok " * 5
+            assert not own_model_servers(serve), "a model server started in this process"
+            assert engine.servers.owner.state is not None
+            assert any("using muxtui serve" in line for line in statuses)
+            assert len(serve.local_servers()) == 1  # serve started the one model server
+            await serve_row(engine, serve)
+
+            text, _ = await turn(engine)  # again: still nothing here
+            assert text == "tok " * 5
+            assert not own_model_servers(serve)
+
+            serve.stop(stop_with)
+            text, statuses = await turn(engine)
+            assert text == "tok " * 5
+            assert any("stopped; starting local servers here" in line for line in statuses)
+            assert len(own_model_servers(serve)) == 1
+            row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+            assert row.pid == own_model_servers(serve)[0].pid
+            assert "served by" not in row.detail
+            changes = [e for e in events if isinstance(e, ServeOwnerChanged)]
+            assert [change.live for change in changes] == [True, False]
+            assert changes[-1].pid == serve.pid
+    finally:
+        serve.stop(signal.SIGKILL)
+
+
+async def test_a_serve_started_later_takes_over_at_the_next_turn(
+    write_config: WriteConfig,
+) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    engine, _ = make_engine(config_file)
+    async with engine:
+        text, _ = await turn(engine)
+        assert text == "tok " * 5
+        assert len(own_model_servers()) == 1  # no serve yet: started here
+        with running_serve(config_file, paths) as serve:
+            text, statuses = await turn(engine)
+            assert text == "tok " * 5
+            assert any("using muxtui serve" in line for line in statuses)
+            assert len(serve.local_servers()) == 1
+            deadline = time.monotonic() + 20
+            while own_model_servers(serve):  # the idle one here stops: one owner
+                assert time.monotonic() < deadline, "this process kept its idle server"
+                await engine.servers.owner.current()
+                await _pause()
+            # the batch path (ready bodies) goes to serve as well
+            reply = await engine.forward_chat(
+                "tiny", {"messages": [{"role": "user", "content": "x"}]}
+            )
+            assert reply.parsed["choices"][0]["message"]["content"] == "tok " * 5
+            assert not own_model_servers(serve)
+
+
+async def test_models_actions_go_to_serve(write_config: WriteConfig) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    with running_serve(config_file, paths) as serve:
+        engine, _ = make_engine(config_file)
+        async with engine:
+            await engine.rescan()  # finds serve, as the app's start-up does
+            row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+            assert row.state is ServerState.COLD
+            assert "served by muxtui serve" in row.detail
+
+            await engine.preload("tiny")
+            assert len(serve.local_servers()) == 1
+            assert not own_model_servers(serve)
+            await serve_row(engine, serve)
+
+            engine.set_pinned("tiny", True)
+            await _until(lambda: _pinned_on_serve(engine))
+
+            await engine.unload("tiny")
+            assert not serve.local_servers()
+            row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+            assert row.state is ServerState.COLD
+
+
+def _pinned_on_serve(engine: Engine) -> bool:
+    engine.servers.owner._entries_at = 0.0  # fetch again on the next look
+    row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+    return row.pinned
+
+
+async def _pause() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.05)
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await _pause()
