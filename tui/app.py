@@ -251,8 +251,10 @@ class MuxtuiApp(App[int]):
         from muxtui.engine.local.remote_owner import ServeOwnerChanged  # engine is loaded now
 
         if isinstance(data, ServeOwnerChanged):
-            severity = "information" if data.live else "warning"
-            self.notify(data.message, title="muxtui serve", severity=severity, timeout=8)
+            if data.live:
+                self.notify(data.message, title="muxtui serve", timeout=8)
+            else:
+                self.notify(data.message, title="muxtui serve", severity="warning", timeout=8)
 
     async def on_unmount(self) -> None:
         """Write a pending config change and close the engine (stopping its servers)."""
