@@ -94,9 +94,10 @@ def start_serve(config_file: Path, paths: Paths, *extra: str) -> Serve:
 
 def _healthy(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=1.0, trust_env=False).status_code == 200
+        status = httpx.get(f"{url}/health", timeout=1.0, trust_env=False).status_code
     except httpx.HTTPError:
         return False
+    return status in (200, 401)  # listening (a serve with a key may guard /health too)
 
 
 @contextlib.contextmanager

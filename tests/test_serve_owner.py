@@ -21,10 +21,12 @@ from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ServerSt
 from muxtui.engine.local.remote_owner import ServeOwnerChanged
 from muxtui.engine.paths import Paths
 from tests.serve_support import Serve, own_model_servers, running_serve, start_serve
+from tests.test_monitor_engine import first_sample
 from tests.test_tui_support import local_entry, without_local_extra
 
 WriteConfig = Callable[[str], Path]
-CONFIG = "[network]\ndiscovery = false\nretries = 0\n\n" + local_entry("tiny")
+CONFIG = "[network]\ndiscovery = false\nretries = 0\n\n[monitor]\ninterval = 0.1\n\n"
+CONFIG += local_entry("tiny")
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +150,10 @@ async def test_models_actions_go_to_serve(write_config: WriteConfig) -> None:
             assert len(serve.local_servers()) == 1
             assert not own_model_servers(serve)
             await serve_row(engine, serve)
+            (server,) = serve.local_servers()
+            sample = await first_sample(engine, lambda s: s.server("tiny") is not None)
+            sampled = sample.server("tiny")
+            assert sampled is not None and sampled.pid == server.pid and sampled.rss > 0
 
             engine.set_pinned("tiny", True)
             await _until(lambda: _pinned_on_serve(engine))
@@ -175,3 +181,31 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await _pause()
+
+
+async def test_a_serve_with_a_key_is_used_only_where_the_key_is_set(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_env = "MUXTUI_TEST_SERVE_KEY"
+    config_file = write_config(CONFIG + f'[serve]\napi_key_env = "{key_env}"\n')
+    paths = Paths.default(config_file)
+    monkeypatch.setenv(key_env, "s3cret-serve-key")
+    with running_serve(config_file, paths) as serve:
+        engine, _ = make_engine(config_file)
+        async with engine:
+            text, statuses = await turn(engine)
+            assert text == "tok " * 5
+            assert any("using muxtui serve" in line for line in statuses)
+            assert not own_model_servers(serve)
+
+        monkeypatch.delenv(key_env)
+        engine, events = make_engine(config_file)
+        async with engine:
+            text, statuses = await turn(engine)
+            assert text == "tok " * 5
+            assert len(own_model_servers(serve)) == 1  # no key here: its own server
+            said = [e for e in events if isinstance(e, ServeOwnerChanged)]
+            assert len(said) == 1 and not said[0].live
+            assert f"${key_env}" in said[0].message and "s3cret" not in said[0].message
+            await turn(engine)
+            assert len([e for e in events if isinstance(e, ServeOwnerChanged)]) == 1  # once

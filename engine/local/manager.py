@@ -364,11 +364,9 @@ class ServerManager:
 
     def _yield_to_serve(self) -> None:
         """A serve took over: stop this process's idle servers of the models it runs."""
-        for server in self._servers.values():
-            if server.process is None or server.in_flight or server.pending:
-                continue
-            if self.owner.serves(server.name):
-                self.owner.spawn(self._unload_quietly(server.name))
+        for s in self._servers.values():
+            if s.process and not (s.in_flight or s.pending) and self.owner.serves(s.name):
+                self.owner.spawn(self._unload_quietly(s.name))
 
     async def _unload_quietly(self, name: str) -> None:
         try:

@@ -147,6 +147,7 @@ class RemoteOwner:
             "which is not set here; this process starts its own local servers"
         )
         log.warning("%s", message)
+        self._notice = message
         self._emit(ServeOwnerChanged(False, state.url, state.pid, message))
 
     def _set(self, new: ServeState | None, key: str = "") -> None:
@@ -191,8 +192,9 @@ class RemoteOwner:
         if not self.enabled or self._closed:
             return {}
         if self._live is None:
-            if self._watch_task is None and self._file.read() is not None:
-                self._ensure_watch()  # a serve appeared: the watcher checks it at once
+            if self._watch_task is None and (found := self._file.read()) is not None:
+                if found.pid != os.getpid():
+                    self._ensure_watch()  # a serve appeared: the watcher checks it at once
             return {}
         if time.monotonic() - self._entries_at >= ENTRIES_STALE_S:
             self._schedule_entries()
