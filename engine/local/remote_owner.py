@@ -192,9 +192,9 @@ class RemoteOwner:
         if not self.enabled or self._closed:
             return {}
         if self._live is None:
-            if self._watch_task is None and (found := self._file.read()) is not None:
-                if found.pid != os.getpid():
-                    self._ensure_watch()  # a serve appeared: the watcher checks it at once
+            found = self._file.read() if self._watch_task is None else None
+            if found is not None and found.pid != os.getpid():
+                self._ensure_watch()  # a serve appeared: the watcher checks it at once
             return {}
         if time.monotonic() - self._entries_at >= ENTRIES_STALE_S:
             self._schedule_entries()
