@@ -8,7 +8,9 @@ the next turn uses it again.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ServerState
 from muxtui.engine.local.remote_owner import ServeOwnerChanged
 from muxtui.engine.paths import Paths
+from tests.conftest import MUXTUI, muxtui_env
 from tests.serve_support import Serve, own_model_servers, running_serve, start_serve
 from tests.test_monitor_engine import first_sample
 from tests.test_tui_support import local_entry, without_local_extra
@@ -209,3 +212,31 @@ async def test_a_serve_with_a_key_is_used_only_where_the_key_is_set(
             assert f"${key_env}" in said[0].message and "s3cret" not in said[0].message
             await turn(engine)
             assert len([e for e in events if isinstance(e, ServeOwnerChanged)]) == 1  # once
+
+
+def test_ask_and_models_use_the_running_serve(write_config: WriteConfig) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    with running_serve(config_file, paths) as serve:
+        assert not serve.local_servers()
+        run = [*MUXTUI, "--config", str(config_file)]
+        asked = subprocess.run(
+            [*run, "ask", "-v", "-m", "tiny", "hi"],
+            env=muxtui_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert asked.returncode == 0, asked.stderr
+        assert asked.stdout.strip() == ("tok " * 5).strip()
+        assert f"muxtui: using muxtui serve (pid {serve.pid}, {serve.url})" in asked.stderr
+        assert "starting" not in asked.stderr.replace("muxtui serve", "")  # nothing here
+        (server,) = serve.local_servers()  # serve started it, for ask's request
+
+        listed = subprocess.run(
+            [*run, "models", "--json"], env=muxtui_env(), capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        row = next(item for item in json.loads(listed.stdout) if item["name"] == "tiny")
+        assert row["state"] == "warm" and row["pid"] == server.pid
+        assert f"served by muxtui serve (pid {serve.pid}, {serve.url})" in row["detail"]

@@ -144,13 +144,7 @@ class ServerManager:
         now = time.monotonic()
         timers = self._life.timers
         own = [s.entry(timers.seconds_left(s.name, now)) for s in self._servers.values()]
-        served = self.owner.entries()
-        if not served:
-            return own
-        # serve's row, unless this process still runs that model itself (until it unloads)
-        rows = [served.get(e.name, e) if e.pid is None else e for e in own]
-        known = {e.name for e in own}
-        return rows + [row for name, row in served.items() if name not in known]
+        return self.owner.merge(own)  # serve's rows while one runs the local servers
 
     def log_path(self, name: str) -> Path:
         """The log file of `name`'s server (it may not exist yet)."""

@@ -200,6 +200,17 @@ class RemoteOwner:
             self._schedule_entries()
         return self._entries
 
+    def merge(self, own: list[ModelEntry]) -> list[ModelEntry]:
+        """This process's local rows with serve's in their place (while one is in use), except
+        where this process still runs that model itself (until it stops it); then the models
+        only serve knows."""
+        served = self.entries()
+        if not served:
+            return own
+        rows = [served.get(e.name, e) if e.pid is None else e for e in own]
+        known = {e.name for e in own}
+        return rows + [row for name, row in served.items() if name not in known]
+
     def _schedule_entries(self) -> None:
         if self._entries_task is not None or self._closed:
             return
