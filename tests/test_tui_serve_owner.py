@@ -38,6 +38,8 @@ async def test_models_pane_shows_and_drives_serves_servers(
                 pilot, lambda: cell(table, "tiny", "state").endswith("warm"), "serve's warm row", 20
             )
             assert cell(table, "tiny", "pid") == str(server.pid)
+            said = f"using muxtui serve (pid {serve.pid}, {serve.url}) for local models"
+            assert any(said in n.message for n in app._notifications)
             assert cell(table, "tiny", "where") == "local"
             table.move_cursor(row=0)
             await pilot.pause()
@@ -55,3 +57,17 @@ async def test_models_pane_shows_and_drives_serves_servers(
                 pilot, lambda: cell(table, "tiny", "state").endswith("warm"), "warm again", 20
             )
             assert not own_model_servers(serve)
+
+            serve.stop()  # gone: the app says so, and its rows are its own again
+            await wait_until(
+                pilot,
+                lambda: any(
+                    "stopped; starting local servers here" in n.message for n in app._notifications
+                ),
+                "the notice that serve stopped",
+                20,
+            )
+            await wait_until(
+                pilot, lambda: cell(table, "tiny", "state").endswith("cold"), "its own row", 20
+            )
+            assert cell(table, "tiny", "pid") == "–"
