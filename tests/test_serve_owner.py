@@ -23,7 +23,7 @@ from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ServerSt
 from muxtui.engine.local.remote_owner import ServeOwnerChanged
 from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
-from tests.serve_support import Serve, own_model_servers, running_serve, start_serve
+from tests.serve_process import Serve, own_model_servers, running_serve, start_serve
 from tests.test_monitor_engine import first_sample
 from tests.test_tui_support import local_entry, without_local_extra
 

@@ -11,7 +11,7 @@ import pytest
 
 from muxtui.engine.paths import Paths
 from muxtui.tui.panes.models.model_table import ModelTable
-from tests.serve_support import own_model_servers, running_serve
+from tests.serve_process import own_model_servers, running_serve
 from tests.test_tui_models import cell
 from tests.test_tui_support import local_entry, make_app, started, wait_until, without_local_extra
 
