@@ -240,3 +240,26 @@ def test_ask_and_models_use_the_running_serve(write_config: WriteConfig) -> None
         row = next(item for item in json.loads(listed.stdout) if item["name"] == "tiny")
         assert row["state"] == "warm" and row["pid"] == server.pid
         assert f"served by muxtui serve (pid {serve.pid}, {serve.url})" in row["detail"]
+
+
+async def test_a_serve_that_stops_answering_is_noticed_without_a_request(
+    write_config: WriteConfig,
+) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    with running_serve(config_file, paths) as serve:
+        engine, events = make_engine(config_file)
+        async with engine:
+            await engine.rescan()
+            assert engine.servers.owner.state is not None
+            serve.process.send_signal(signal.SIGSTOP)  # alive, but /health never answers
+            try:
+                await _until(lambda: engine.servers.owner.state is None, timeout=20)
+                said = [e for e in events if isinstance(e, ServeOwnerChanged)]
+                assert [change.live for change in said] == [True, False]
+                text, statuses = await turn(engine)
+                assert text == "tok " * 5
+                assert any("stopped; starting local servers here" in s for s in statuses)
+                assert len(own_model_servers(serve)) == 1
+            finally:
+                serve.process.send_signal(signal.SIGCONT)
