@@ -5,8 +5,10 @@ Live rows of running local servers come from the server manager; everything else
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from muxtui.engine.config import Config, ProviderConfig
 from muxtui.engine.discovery import is_loopback
@@ -71,3 +73,27 @@ def discovered_entries(
             )
         )
     return entries
+
+
+_ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(ModelEntry))
+
+
+def entry_to_json(entry: ModelEntry) -> dict[str, Any]:
+    """One model as a JSON object (DESIGN.md: name, provider, local, state, and the rest)."""
+    data = dataclasses.asdict(entry)
+    data["state"] = str(entry.state)
+    return data
+
+
+def entry_from_json(obj: Mapping[str, Any]) -> ModelEntry:
+    """The entry `entry_to_json` wrote (fields it does not know are left out; an unknown state
+    reads as remote). Raises ValueError when name, provider or local is missing."""
+    fields = {key: value for key, value in obj.items() if key in _ENTRY_FIELDS}
+    if not isinstance(fields.get("name"), str) or not isinstance(fields.get("provider"), str):
+        raise ValueError("a model entry needs a name and a provider")
+    try:
+        fields["state"] = ServerState(fields.get("state", "remote"))
+    except ValueError:
+        fields["state"] = ServerState.REMOTE
+    fields["local"] = bool(fields.get("local", False))
+    return ModelEntry(**fields)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from muxtui.engine.backends.base import Backend, ChatRequest, Endpoint
 from muxtui.engine.backends.ollama import OllamaBackend
 from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.cache.replies import replay_turn, turn_completion, turn_key, turn_wants_cache
 from muxtui.engine.context import ContextOverflow, ModelRef, TurnFit, context_overflow
 from muxtui.engine.errors import (
     AuthError,
@@ -62,6 +63,14 @@ class ChatStreamer:
         try:
             targets = await engine.plan(model)
             request_messages = tuple(messages)
+            cache_key = await self._cache_key(targets[0].name, request_messages, params)
+            if cache_key is not None:
+                cached = await engine.response_cache.get(cache_key)
+                if cached is not None:
+                    provider = "local" if targets[0].local else targets[0].provider
+                    for event in replay_turn(cached, targets[0].name, provider, meter.started_at):
+                        yield event
+                    return
             for position, target in enumerate(targets):
                 try:
                     async with contextlib.AsyncExitStack() as held:
@@ -152,10 +161,25 @@ class ChatStreamer:
                     message = f"{exc}; trying {targets[position + 1].name}"
                     yield ChatStatus(redact(message, engine.secrets()))
                     continue
-                yield ChatFinished(meter.text(), meter.stats(target.name), meter.finish_reason())
+                finished = ChatFinished(
+                    meter.text(), meter.stats(target.name), meter.finish_reason()
+                )
+                stored = turn_completion(finished, target.model_id) if cache_key else None
+                if cache_key and stored is not None and position == 0:  # not a fallback's reply
+                    await engine.response_cache.put(cache_key, stored)
+                yield finished
                 return
         except MuxtuiError as exc:
             raise redact_error(exc, engine.secrets()) from exc.__cause__
+
+    async def _cache_key(
+        self, model: str, messages: Sequence[ChatMessage], params: ChatParams
+    ) -> str | None:
+        """The turn's cache key when the cache is on and its params ask for it."""
+        engine = self.engine
+        if engine.config.response_cache.backend == "off" or not turn_wants_cache(params):
+            return None
+        return turn_key(messages, params, await engine.model_identity(model))
 
     def backend(self, kind: str, endpoint: Endpoint, max_connections: int) -> Backend:
         """The pooled backend for one endpoint, made on first use."""

@@ -1,7 +1,8 @@
 """The config file: typed settings, validated on load, saved atomically with mode 0600.
 
 The shape is a contract (DESIGN.md): `[providers.NAME]`, `[models.NAME]`, `[local.NAME]`,
-`[cache]`, `[response_cache]`, `[monitor]`, `[serve]`, plus `[network]` and `[ui]`. Every field carries a one-line doc in its
+`[cache]`, `[response_cache]`, `[monitor]`, `[serve]`,
+plus `[network]` and `[ui]`. Every field carries a one-line doc in its
 metadata.
 """
 

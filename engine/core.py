@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from muxtui.engine.batch.facade import BatchMixin
+from muxtui.engine.cache.facade import CacheMixin
 from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
@@ -45,6 +46,7 @@ from muxtui.engine.pool import ClientPool
 from muxtui.engine.redact import known_secrets, redact_error
 from muxtui.engine.retry import RetryPolicy
 from muxtui.engine.router import Router, Target
+from muxtui.engine.serve.facade import ServeMixin
 from muxtui.engine.turns import Turns
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(BatchMixin, FitMixin, MonitorMixin):
+class Engine(BatchMixin, CacheMixin, FitMixin, MonitorMixin, ServeMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(
@@ -115,6 +117,7 @@ class Engine(BatchMixin, FitMixin, MonitorMixin):
             await self.batches.aclose()
         await self._discovery.aclose()
         await self._monitor.aclose()
+        await self._close_cache()
         try:
             await self.servers.aclose()
         finally:

@@ -172,6 +172,7 @@ class ChatStats:
     # False when the server sent no token count: `completion_tokens` then counts streamed
     # chunks, and `tokens_per_s` chunks per second.
     tokens_reported: bool = True
+    cached: bool = False  # replayed from the response cache; no server was asked
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,11 @@ class ChatFinished:
     text: str
     stats: ChatStats
     finish_reason: str = "stop"
+
+    @property
+    def cached(self) -> bool:
+        """Whether the reply came from the response cache (no server was asked)."""
+        return self.stats.cached
 
 
 @dataclass(frozen=True)

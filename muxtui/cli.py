@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Subcommand modules under `muxtui.commands`; each has `add_parser(subparsers)` and
 # `run(args, context) -> int`. Only commands that work are listed, so `--help` never lies.
-COMMANDS = ("ask", "models", "monitor", "doctor", "batch", "config")
+COMMANDS = ("ask", "models", "monitor", "doctor", "batch", "serve", "config")
 
 
 @dataclass

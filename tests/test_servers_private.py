@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from muxtui.commands.models import entry_to_json
+from muxtui.engine.catalog import entry_to_json
 from muxtui.engine.local.masking import mask_argv, redact, secret_values
 from muxtui.engine.local.models import prepare_bundled_gemma, server_environment
 from muxtui.engine.paths import Paths

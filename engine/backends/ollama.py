@@ -163,6 +163,14 @@ class OllamaBackend(Backend):
             f"{self._root}/v1/chat/completions", content=body, headers=headers
         )
 
+    def stream_request(self, body: bytes) -> httpx.Request:
+        """A POST of an OpenAI-shaped chat body as given, to send with `stream=True`."""
+        headers = self._headers | {"Accept": "text/event-stream"}
+        headers["Content-Type"] = "application/json"
+        return self.client.build_request(
+            "POST", f"{self._root}/v1/chat/completions", content=body, headers=headers
+        )
+
     async def _get_json(self, path: str, timeout: float | None) -> Any:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         response = await self.client.get(f"{self._root}{path}", headers=self._headers, **extra)

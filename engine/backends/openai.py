@@ -183,6 +183,11 @@ class OpenAIBackend(Backend):
             }
         return await self.client.post(self._post_url, content=body, headers=self._post_headers)
 
+    def stream_request(self, body: bytes) -> httpx.Request:
+        """A POST of a JSON chat body exactly as given, to send with `stream=True`."""
+        headers = self._headers | {"Content-Type": "application/json"}
+        return self.client.build_request("POST", self._chat_url, content=body, headers=headers)
+
 
 class _EndState:
     """Reads each SSE payload, returns its text and remembers usage and finish reason."""

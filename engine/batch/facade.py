@@ -35,6 +35,12 @@ class BatchMixin:
         """Run a batch to its end in the calling task; cancelling the task stops it cleanly."""
         return await self.batches.run(spec, on_progress)
 
-    async def forward_chat(self, model: str, body: Mapping[str, Any]) -> Reply:
-        """Send one chat body as given, not streamed, to `model` with retries; the reply as sent."""
-        return await self.batches.forward_chat(model, body)
+    async def forward_chat(
+        self, model: str, body: Mapping[str, Any], cache_header: str | None = None
+    ) -> Reply:
+        """Send one chat body as given, not streamed, to `model` with retries; the reply as sent.
+
+        A body with temperature 0 or a seed (or `cache_header` "force") is answered from the
+        response cache when it can be ("no-store" skips it); `Reply.cached` says so.
+        """
+        return await self.batches.forward_chat(model, body, cache_header)

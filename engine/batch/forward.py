@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from muxtui.engine.backends.base import Endpoint, HTTPFailure, ProtocolFailure, error_from_response
 from muxtui.engine.backends.ollama import OllamaBackend
 from muxtui.engine.backends.openai import OpenAIBackend
+from muxtui.engine.cache.store import encode
 from muxtui.engine.errors import (
     AuthError,
     BadRequestError,
@@ -35,12 +36,15 @@ from muxtui.engine.retry import (
 if TYPE_CHECKING:
     import httpx
 
+    from muxtui.engine.cache.store import ResponseCache
     from muxtui.engine.local.manager import LocalEndpoint, ServerManager
     from muxtui.engine.pool import ClientPool
     from muxtui.engine.retry import EndpointHealth
     from muxtui.engine.router import Router, Target
 
 _loads = json.loads
+# Finish reasons of a whole reply, worth caching ("content_filter", "error" and None are not).
+WHOLE_FINISHES = frozenset({"stop", "length", "tool_calls", "function_call"})
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -49,6 +53,15 @@ class ChatPoster(Protocol):
 
     async def post_chat(self, body: bytes) -> httpx.Response:
         """The whole response to one non-streamed chat body."""
+        ...
+
+    def stream_request(self, body: bytes) -> httpx.Request:
+        """The request for one chat body, to send streamed (`serve` passes its bytes through)."""
+        ...
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The pooled client the poster sends with."""
         ...
 
 
@@ -68,6 +81,7 @@ class Reply:
     parsed: dict[str, Any]
     request_id: str  # the server's x-request-id header, or ""
     completion_tokens: int
+    cached: bool = False  # from the response cache; no server was asked
 
 
 def model_body(model_id: str, payload: bytes) -> bytes:
@@ -204,19 +218,58 @@ class Forwarder:
         servers: ServerManager,
         policy: RetryPolicy,
         default_connections: int,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.pool = pool
         self.router = router
         self.servers = servers
         self.policy = policy
         self.default_connections = default_connections  # per endpoint, when nothing says
+        self.cache = cache
 
     def route(self, target: Target, connections: int = 0) -> Route:
         """A route for `target`; `connections` per endpoint (0: the config's limit)."""
         return Route(self, target, connections)
 
-    async def send(self, route: Route, body: bytes) -> Reply:
-        """Send `body` until it succeeds, retrying what may pass; raises the final typed error."""
+    async def send(self, route: Route, body: bytes, cache_key: str | None = None) -> Reply:
+        """Send `body` until it succeeds, retrying what may pass; raises the final typed error.
+
+        With a `cache_key`, a cached reply is returned without sending, and a whole reply is
+        stored for the next time.
+        """
+        if cache_key is not None:
+            hit = await self.cached(cache_key)
+            if hit is not None:
+                return hit
+        reply = await self._send(route, body)
+        if cache_key is not None:
+            await self.keep(cache_key, reply)
+        return reply
+
+    async def cached(self, cache_key: str) -> Reply | None:
+        """The cached reply for `cache_key`, or None."""
+        completion = await self.cache.get(cache_key) if self.cache is not None else None
+        if completion is None:
+            return None
+        usage = completion.get("usage")
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        content = encode(completion)
+        count = tokens if isinstance(tokens, int) else 0
+        return Reply(200, content, completion, "", count, cached=True)
+
+    async def keep(self, cache_key: str, reply: Reply) -> None:
+        """Store a whole reply (every choice finished) under `cache_key`."""
+        if self.cache is None or reply.cached or reply.status != 200:
+            return
+        choices = reply.parsed.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("finish_reason") not in WHOLE_FINISHES:
+                return
+        await self.cache.put(cache_key, reply.parsed)
+
+    async def _send(self, route: Route, body: bytes) -> Reply:
         attempt = 0
         health = {e.base_url: self.router.health(e.base_url) for e in route.target.endpoints}
         while True:

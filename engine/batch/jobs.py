@@ -12,6 +12,7 @@ from muxtui.engine.batch.ledger import find_record
 from muxtui.engine.batch.output import OutputPaths, default_output
 from muxtui.engine.batch.plan import encode_body
 from muxtui.engine.batch.runner import BatchRun, BatchSpec, BatchSummary
+from muxtui.engine.cache.key import cache_key, wants_cache
 from muxtui.engine.errors import MuxtuiError, UnknownModelError
 from muxtui.engine.events import BatchProgress, BatchState
 
@@ -135,8 +136,14 @@ class BatchJobs:
             raise
         return job.summary
 
-    async def forward_chat(self, model: str, body: Mapping[str, Any]) -> Reply:
-        """Send one chat body as given (model resolved, not streamed), with retries."""
+    async def forward_chat(
+        self, model: str, body: Mapping[str, Any], cache_header: str | None = None
+    ) -> Reply:
+        """Send one chat body as given (model resolved, not streamed), with retries.
+
+        The response cache answers when the body asks for it (`wants_cache`, with the value of
+        an `x-muxtui-cache` header); `Reply.cached` says when it did.
+        """
         engine = self._engine
         try:
             target = engine.router.resolve(model)
@@ -154,14 +161,25 @@ class BatchJobs:
                     engine.servers,
                     engine.retry_policy,
                     engine.config.network.max_connections,
+                    engine.response_cache,
                 )
             route = self._routes[key] = self._forwarder.route(target)
-        assert self._forwarder is not None
+        forwarder = self._forwarder
+        assert forwarder is not None
+        reply_key = None
+        if engine.config.response_cache.backend != "off" and wants_cache(body, cache_header):
+            reply_key = cache_key(body, await engine.model_identity(model))
+            hit = await forwarder.cached(reply_key)
+            if hit is not None:  # before a local server is started for it
+                return hit
         fields = {name: value for name, value in body.items() if name != "model"}
         if target.local and route.model_id == target.model_id:
             async with engine.servers.acquire(target.name) as local:
                 route.model_id = local.model_id or target.model_id
-        return await self._forwarder.send(route, model_body(route.model_id, encode_body(fields)))
+        reply = await forwarder.send(route, model_body(route.model_id, encode_body(fields)))
+        if reply_key is not None:
+            await forwarder.keep(reply_key, reply)
+        return reply
 
     async def aclose(self) -> None:
         """Cancel running batches and wait for them to close their files."""

@@ -30,6 +30,7 @@ class Work:
     body: bytes
     key: int
     seq: int  # its place in input order (for --ordered)
+    cache_key: str | None = None  # the response cache's key, when the body asks for it
 
 
 class Lane:
@@ -41,6 +42,7 @@ class Lane:
         self.queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=2)
         self.failure: MuxtuiError | None = None  # a local server that could not start
         self.lease: AbstractAsyncContextManager[LocalEndpoint] | None = None
+        self.cache_identity = ""  # the model's identity for cache keys ("": no cache)
 
     async def close(self) -> None:
         """Let go of the local server held for the pass."""

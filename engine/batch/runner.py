@@ -49,6 +49,7 @@ from muxtui.engine.batch.plan import (
     waves,
 )
 from muxtui.engine.batch.progress import Tracker
+from muxtui.engine.cache.key import cache_key, wants_cache
 from muxtui.engine.errors import MuxtuiError, UsageError
 from muxtui.engine.events import BatchProgress, BatchState
 
@@ -107,7 +108,12 @@ class BatchRun:
         policy = replace(policy, retries=retries)
         network = engine.config.network
         self.forwarder = Forwarder(
-            engine.pool, engine.router, engine.servers, policy, network.max_connections
+            engine.pool,
+            engine.router,
+            engine.servers,
+            policy,
+            network.max_connections,
+            engine.response_cache,
         )
         source = spec.input.expanduser()
         self.source = source
@@ -221,7 +227,7 @@ class BatchRun:
         try:
             default = self.engine.config.network.max_connections
             for group in groups:
-                lanes[identity(group.target)] = await open_lane(
+                lane = lanes[identity(group.target)] = await open_lane(
                     self.forwarder,
                     group.target,
                     self.spec.concurrency,
@@ -229,6 +235,8 @@ class BatchRun:
                     self.notes,
                     self._status,
                 )
+                if self.engine.config.response_cache.backend != "off":
+                    lane.cache_identity = await self.engine.model_identity(group.target.name)
             self.tracker.concurrency = sum(lane.concurrency for lane in lanes.values())
             self.tracker.state = BatchState.RUNNING
             self._status(f"sending, {self.tracker.concurrency} at once")
@@ -275,9 +283,11 @@ class BatchRun:
                 continue  # another model's turn
             payload = encode_body(entry.body)
             key = ledger.request_key(resolved, payload)
-            work = Work(
-                entry.custom_id, entry.line, model_body(lane.route.model_id, payload), key, seq
-            )
+            body = model_body(lane.route.model_id, payload)
+            reply_key = None
+            if lane.cache_identity and wants_cache(entry.body):
+                reply_key = cache_key(entry.body, lane.cache_identity)
+            work = Work(entry.custom_id, entry.line, body, key, seq, reply_key)
             if in_order is not None:
                 await in_order.admit(seq)
                 seq += 1
@@ -293,7 +303,7 @@ class BatchRun:
             tracker.in_flight += 1
             outcome: Reply | MuxtuiError
             try:
-                outcome = lane.failure or await send(route, work.body)
+                outcome = lane.failure or await send(route, work.body, work.cache_key)
             except MuxtuiError as exc:
                 outcome = exc
             finally:

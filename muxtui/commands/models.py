@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from muxtui.cli import Context
@@ -35,6 +34,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     """Print the models."""
     import asyncio
 
+    from muxtui.engine.catalog import entry_to_json
+
     entries = asyncio.run(_collect(context))
     if args.json:
         print(json.dumps([entry_to_json(entry) for entry in entries], indent=2))
@@ -50,13 +51,6 @@ async def _collect(context: Context) -> list[ModelEntry]:
         await engine.rescan()  # local discovery: GGUF files, the bundled model
         await engine.wait_discovered(timeout=DISCOVERY_WAIT_S)
         return engine.list_models()
-
-
-def entry_to_json(entry: ModelEntry) -> dict[str, Any]:
-    """One model as a JSON object (DESIGN.md: name, provider, local, state, and the rest)."""
-    data = dataclasses.asdict(entry)
-    data["state"] = str(entry.state)
-    return data
 
 
 def format_table(entries: list[ModelEntry]) -> str:

@@ -51,6 +51,8 @@ def stats_line(stats: ChatStats, finish_reason: str = "") -> str:
         parts.append(size)
     if finish_reason == "length":
         parts.append("cut at max tokens")
+    if stats.cached:
+        parts.append("cached")
     return " · ".join(part for part in parts if part)
 
 

@@ -1,0 +1,1 @@
+"""The response cache shared by chat, batch and serve: keys, stores and SSE replay."""

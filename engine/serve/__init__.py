@@ -1,0 +1,1 @@
+"""`muxtui serve`: one OpenAI-compatible endpoint in front of the engine."""

@@ -1,0 +1,44 @@
+"""Serve's routes: one `Forwarder` (batch's lossless sender) and a cached `Route` per target.
+
+Its own forwarder, beside the batch runs' one: they share what matters through the engine (the
+pooled clients per endpoint, the router's health records and cooldowns, the local servers'
+leases), and serve never waits on a batch's forwarder settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from muxtui.engine.batch.forward import Forwarder, Route
+
+if TYPE_CHECKING:
+    from muxtui.engine.core import Engine
+    from muxtui.engine.router import Target
+
+
+class ServeRoutes:
+    """The forwarder and the routes serve sends over."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.forwarder = Forwarder(
+            engine.pool,
+            engine.router,
+            engine.servers,
+            engine.retry_policy,
+            engine.config.network.max_connections,
+        )
+        self._routes: dict[tuple[object, ...], Route] = {}
+
+    async def route(self, target: Target) -> Route:
+        """The route of one resolved target; a local target's route knows its server's own
+        model id (its server is started for that if it is cold)."""
+        endpoints = tuple((e.base_url, e.api_key) for e in target.endpoints)
+        key = (target.kind, target.provider, target.name, target.model_id, endpoints)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = self.forwarder.route(target)
+        if target.local and route.model_id == target.model_id:
+            async with self._engine.servers.acquire(target.name) as local:
+                route.model_id = local.model_id or target.model_id
+        return route
