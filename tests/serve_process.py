@@ -67,9 +67,6 @@ def start_serve(config_file: Path, paths: Paths, *extra: str) -> Serve:
     port = free_port()
     log = config_file.parent / f"serve-{port}.log"
     command = [*MUXTUI, "--config", str(config_file), "serve", "--port", str(port), *extra]
-    if os.environ.get("MUXTUI_DEV_SERVE"):  # DEV ONLY, removed at the merge
-        command = [MUXTUI[0], os.environ["MUXTUI_DEV_SERVE"], "--config", str(config_file)]
-        command += ["--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,

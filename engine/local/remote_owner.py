@@ -50,7 +50,7 @@ class RemoteOwner:
         self._file = StateFile(state_file)
         self._client = ServeClient()
         self._emit = emit
-        self.enabled = True  # False in serve itself (it owns its servers)
+        self.enabled = True  # False in serve itself (see `disable`)
         self.on_live: Callable[[], None] | None = None  # the manager yields its idle servers
         self._live: ServeState | None = None
         self._key = ""
@@ -65,6 +65,11 @@ class RemoteOwner:
         self._no_key_said: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    def disable(self) -> None:
+        """Never use a serve (serve itself: it owns its servers, never another serve's)."""
+        self.enabled = False
+        self._live, self._entries = None, {}
 
     @property
     def state(self) -> ServeState | None:

@@ -8,7 +8,6 @@ for the local servers it owns (their rows, load, unload and pin).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -19,8 +18,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from muxtui.engine.catalog import entry_from_json
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.events import ModelEntry, ServerState
+from muxtui.engine.events import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def entry_from_json(data: dict[str, Any]) -> ModelEntry | None:
-    """A `ModelEntry` from its JSON (as `muxtui models --json` prints it); None if malformed."""
-    names = {f.name for f in dataclasses.fields(ModelEntry)}
-    fields = {key: value for key, value in data.items() if key in names}
-    try:
-        fields["state"] = ServerState(str(fields.get("state", "")))
-        entry = ModelEntry(**fields)
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(entry.name, str) or not entry.name:
-        return None
-    return entry
-
-
 class ServeClient:
     """HTTP calls to one serve; one small client for them all, closed by `aclose()`."""
 
@@ -163,8 +149,15 @@ class ServeClient:
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
             return None
-        entries = [entry_from_json(item) for item in models if isinstance(item, dict)]
-        return [entry for entry in entries if entry is not None and entry.local]
+        entries = []
+        for item in models:
+            try:
+                entry = entry_from_json(item)
+            except (ValueError, TypeError):
+                continue  # a row this version cannot read
+            if entry.local:
+                entries.append(entry)
+        return entries
 
     async def action(
         self, state: ServeState, key: str, name: str, verb: str, body: dict[str, Any] | None = None
