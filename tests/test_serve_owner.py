@@ -19,7 +19,7 @@ import pytest
 
 from muxtui.engine.config import load_config
 from muxtui.engine.core import Engine
-from muxtui.engine.events import ChatFinished, ChatMessage, ChatStatus, ServerState
+from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus, ServerState
 from muxtui.engine.local.remote_owner import ServeOwnerChanged
 from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
@@ -263,3 +263,31 @@ async def test_a_serve_that_stops_answering_is_noticed_without_a_request(
                 assert len(own_model_servers(serve)) == 1
             finally:
                 serve.process.send_signal(signal.SIGCONT)
+
+
+async def test_a_reply_streaming_here_keeps_its_server_until_it_ends(
+    write_config: WriteConfig,
+) -> None:
+    slow = "[network]\ndiscovery = false\nretries = 0\n\n"
+    config_file = write_config(slow + local_entry("tiny", args="--tokens 60 --token-gap 0.1"))
+    paths = Paths.default(config_file)
+    engine, _ = make_engine(config_file)
+    async with engine:
+        stream = engine.chat("tiny", [ChatMessage("user", "hi")])
+        text = ""
+        async for event in stream:  # the first piece: the reply streams from a server here
+            if isinstance(event, ChatDelta):
+                text += event.text
+                break
+        (own,) = own_model_servers()
+        with running_serve(config_file, paths) as serve:
+            assert await engine.servers.owner.current() is not None  # noticed mid-stream
+            async for event in stream:  # the reply goes on from the same server
+                if isinstance(event, ChatDelta):
+                    text += event.text
+                    assert own.is_running()
+            assert text == "tok " * 60
+            await _until(lambda: not own_model_servers(serve), timeout=20)  # then it stops
+            text, _ = await turn(engine)
+            assert text == "tok " * 60
+            assert not own_model_servers(serve) and len(serve.local_servers()) == 1

@@ -154,8 +154,8 @@ class ServerManager:
         return self._discovery.tools if self._discovery else LocalTools()
 
     async def refresh(self) -> None:
-        """Scan for local models and tools in a thread; concurrent calls share one scan.
-        Checks for a running `muxtui serve` too (its servers are listed while it runs)."""
+        """Scan for local models and tools in a thread (concurrent calls share one scan), and
+        look for a running `muxtui serve`."""
         await self.owner.current()
         if self._refresh_lock is None:
             self._refresh_lock = asyncio.Lock()
@@ -250,6 +250,8 @@ class ServerManager:
                 self._life.set_state(server, S.WARM)
             self._life.arm_ttl(server)
             self._life.notify_idle()
+            if self.owner.serves(server.name):  # a serve took over while this one was busy
+                self._yield_to_serve()
 
     async def _known(self, name: str) -> ServerRecord:
         if self._discovery is None:
@@ -359,7 +361,8 @@ class ServerManager:
     def _yield_to_serve(self) -> None:
         """A serve took over: stop this process's idle servers of the models it runs."""
         for s in self._servers.values():
-            if s.process and not (s.in_flight or s.pending) and self.owner.serves(s.name):
+            idle = s.settled() and not (s.in_flight or s.pending)
+            if s.process and idle and self.owner.serves(s.name):
                 self.owner.spawn(self._unload_quietly(s.name))
 
     async def _unload_quietly(self, name: str) -> None:
