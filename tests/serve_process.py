@@ -39,13 +39,14 @@ class Serve:
         """Serve's pid."""
         return self.process.pid
 
-    def local_servers(self) -> list[psutil.Process]:
-        """The model server processes (the test server script) serve started."""
+    def local_servers(self, marker: str = "fake_server.py") -> list[psutil.Process]:
+        """The model server processes serve started (`marker` in their command line: the test
+        server script by default)."""
         found = []
         with contextlib.suppress(psutil.NoSuchProcess):
             for process in psutil.Process(self.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if "fake_server.py" in " ".join(process.cmdline()):
+                    if marker in " ".join(process.cmdline()):
                         found.append(process)
         return found
 
@@ -107,7 +108,7 @@ def running_serve(config_file: Path, paths: Paths, *extra: str) -> Iterator[Serv
         serve.stop(signal.SIGTERM)
 
 
-def own_model_servers(*serves: Serve) -> list[psutil.Process]:
+def own_model_servers(*serves: Serve, marker: str = "fake_server.py") -> list[psutil.Process]:
     """Model server processes (the test server script) this test process started itself,
     leaving out serve processes and what they started."""
     theirs = {serve.pid for serve in serves}
@@ -117,6 +118,6 @@ def own_model_servers(*serves: Serve) -> list[psutil.Process]:
     found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if process.pid not in theirs and "fake_server.py" in " ".join(process.cmdline()):
+            if process.pid not in theirs and marker in " ".join(process.cmdline()):
                 found.append(process)
     return found

@@ -186,6 +186,9 @@ class RemoteOwner:
         notice, self._notice = self._notice, None
         if notice is not None and on_status is not None:
             on_status(notice)
+        stale = time.monotonic() - self._entries_at >= ENTRIES_STALE_S
+        if state is not None and name not in self._entries and stale:  # found since?
+            await self._fetch_entries(state, self._key)
         if state is None or name not in self._entries:
             return None
         return LocalEndpoint(name, f"{state.url}/v1", name, state.port, state.pid, self._key)

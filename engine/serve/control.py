@@ -34,6 +34,7 @@ class Control:
 
     async def models(self, request: web.Request) -> web.Response:
         """`GET /v1/models`: every model `muxtui models` knows, OpenAI's list shape."""
+        await self._scanned()
         data = [
             {
                 "id": entry.name,
@@ -65,11 +66,13 @@ class Control:
     async def unload_one(self, request: web.Request) -> web.Response:
         """Stop one local server (llama-swap's `/api/models/unload/{model}`, and muxtui's)."""
         name = request.match_info.get("model") or request.match_info["name"]
+        await self._scanned()
         await self._engine_call(self.engine.unload(self._local_name(name)))
         return web.json_response({"status": "ok"})
 
     async def load(self, request: web.Request) -> web.Response:
         """`POST /muxtui/v1/models/{name}/load`: start a local server now."""
+        await self._scanned()
         await self._engine_call(self.engine.preload(self._local_name(request.match_info["name"])))
         return web.json_response({"status": "ok"})
 
@@ -79,6 +82,7 @@ class Control:
         pinned = body.get("pinned")
         if not isinstance(pinned, bool):
             raise ServeError(400, 'the body needs {"pinned": true|false}', "missing_pinned")
+        await self._scanned()
         try:
             self.engine.set_pinned(self._local_name(request.match_info["name"]), pinned)
         except MuxtuiError as exc:
@@ -87,8 +91,15 @@ class Control:
 
     async def muxtui_models(self, request: web.Request) -> web.Response:
         """`GET /muxtui/v1/models`: entries as `muxtui models --json` prints them."""
+        await self._scanned()
         models = [entry_to_json(entry) for entry in self.engine.list_models()]
         return web.json_response({"models": models})
+
+    async def _scanned(self) -> None:
+        """Wait for the first scan of model folders (GGUF files, the bundled model): a client
+        asking right after start-up must see them; later calls return at once."""
+        if self.engine.servers.discovery is None:
+            await self.engine.rescan()
 
     async def sample(self, request: web.Request) -> web.Response:
         """`GET /muxtui/v1/sample`: the latest monitor sample, or {} before the first."""
