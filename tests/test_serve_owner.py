@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -291,3 +292,21 @@ async def test_a_reply_streaming_here_keeps_its_server_until_it_ends(
             text, _ = await turn(engine)
             assert text == "tok " * 60
             assert not own_model_servers(serve) and len(serve.local_servers()) == 1
+
+
+async def test_a_stale_or_broken_state_file_is_not_used(write_config: WriteConfig) -> None:
+    config_file = write_config(CONFIG)
+    paths = Paths.default(config_file)
+    state_file = paths.serve_state_file
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    engine, events = make_engine(config_file)
+    async with engine:
+        for text in ("{not json", json.dumps({"pid": gone.pid, "url": "http://127.0.0.1:9"})):
+            state_file.write_text(text)
+            reply, _ = await turn(engine)
+            assert reply == "tok " * 5
+            assert engine.servers.owner.state is None
+        assert len(own_model_servers()) == 1
+        assert not [e for e in events if isinstance(e, ServeOwnerChanged)]

@@ -246,6 +246,8 @@ class RemoteOwner:
         rows = await self._client.local_entries(state, key)
         if rows is None:
             return False
+        if self._live is not None and self._live != state:
+            return False  # asked of a serve that another has replaced since
         self._entries_at = time.monotonic()
         detail = f"served by muxtui serve ({state.where()})"
         fresh = {
