@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from muxtui.engine.config import load_config
@@ -160,7 +161,9 @@ async def test_models_actions_go_to_serve(write_config: WriteConfig) -> None:
             assert sampled is not None and sampled.pid == server.pid and sampled.rss > 0
 
             engine.set_pinned("tiny", True)
-            await _until(lambda: _pinned_on_serve(engine))
+            row = next(entry for entry in engine.list_models() if entry.name == "tiny")
+            assert row.pinned  # shown at once
+            await _until(lambda: _pinned_on_serve(serve))  # and done on serve
 
             await engine.unload("tiny")
             assert not serve.local_servers()
@@ -168,10 +171,9 @@ async def test_models_actions_go_to_serve(write_config: WriteConfig) -> None:
             assert row.state is ServerState.COLD
 
 
-def _pinned_on_serve(engine: Engine) -> bool:
-    engine.servers.owner._entries_at = 0.0  # fetch again on the next look
-    row = next(entry for entry in engine.list_models() if entry.name == "tiny")
-    return row.pinned
+def _pinned_on_serve(serve: Serve) -> bool:
+    listed = httpx.get(f"{serve.url}/muxtui/v1/models", timeout=5, trust_env=False).json()
+    return bool(next(row for row in listed["models"] if row["name"] == "tiny")["pinned"])
 
 
 async def _pause() -> None:
