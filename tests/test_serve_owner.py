@@ -8,6 +8,7 @@ the next turn uses it again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -21,7 +22,14 @@ import pytest
 
 from muxtui.engine.config import load_config
 from muxtui.engine.core import Engine
-from muxtui.engine.events import ChatDelta, ChatFinished, ChatMessage, ChatStatus, ServerState
+from muxtui.engine.events import (
+    ChatDelta,
+    ChatFinished,
+    ChatMessage,
+    ChatStatus,
+    ContextFitted,
+    ServerState,
+)
 from muxtui.engine.local.remote_owner import ServeOwnerChanged
 from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
@@ -312,3 +320,40 @@ async def test_a_stale_or_broken_state_file_is_not_used(write_config: WriteConfi
             assert engine.servers.owner.state is None
         assert len(own_model_servers()) == 1
         assert not [e for e in events if isinstance(e, ServeOwnerChanged)]
+
+
+async def test_turns_through_serve_are_fitted_to_its_servers_context(
+    write_config: WriteConfig,
+) -> None:
+    """serve lists the context its model server runs with; turns here are fitted to it."""
+    config = CONFIG.replace(local_entry("tiny"), local_entry("tiny", args="--context-limit 700"))
+    config_file = write_config(config)
+    paths = Paths.default(config_file)
+    serve = start_serve(config_file, paths)
+    try:
+        engine, _ = make_engine(config_file)
+        async with engine:
+            await turn(engine)  # serve starts its model server
+            assert not own_model_servers(serve)
+            listing = httpx.get(f"{serve.url}/v1/models", timeout=5).json()
+            tiny = next(item for item in listing["data"] if item["id"] == "tiny")
+            assert tiny["context_length"] == 700
+
+            async def fitted() -> ContextFitted | None:
+                messages = [ChatMessage("user", "word " * 200) for _ in range(12)]
+                async for event in engine.chat("tiny", messages):
+                    if isinstance(event, ContextFitted):
+                        return event
+                return None
+
+            deadline = time.monotonic() + 10
+            fit = await fitted()
+            while fit is not None and fit.limit is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)  # the listing is asked again shortly after a miss
+                fit = await fitted()
+            assert fit is not None and fit.limit == 700
+            assert fit.window_source == "model-list"
+            assert fit.omitted > 0 and fit.sent_tokens <= 700
+            assert not own_model_servers(serve)
+    finally:
+        serve.stop(signal.SIGKILL)

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from muxtui.engine.backends.base import Endpoint
 from muxtui.engine.catalog import entry_to_json
+from muxtui.engine.context.window import ModelRef
 from muxtui.engine.errors import MuxtuiError
-from muxtui.engine.events import ServerState
+from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.serve.errors import ServeError, from_engine, parse_object
 
 if TYPE_CHECKING:
@@ -35,17 +37,32 @@ class Control:
     async def models(self, request: web.Request) -> web.Response:
         """`GET /v1/models`: every model `muxtui models` knows, OpenAI's list shape."""
         await self._scanned()
-        data = [
-            {
+        data = []
+        for entry in self.engine.list_models():
+            item = {
                 "id": entry.name,
                 "object": "model",
                 "created": 0,
                 "owned_by": entry.provider,
                 "muxtui": entry_to_json(entry),
             }
-            for entry in self.engine.list_models()
-        ]
+            context = await self._context_length(entry)  # a client fits its turns to it
+            if context:
+                item["context_length"] = context
+            data.append(item)
         return web.json_response({"object": "list", "data": data})
+
+    async def _context_length(self, entry: ModelEntry) -> int:
+        """The context a model runs with: a warm local server's own (its `/props`, asked once
+        per server and remembered), else the configured `context`; 0 when neither says."""
+        if entry.local and entry.port and entry.state in (ServerState.WARM, ServerState.BUSY):
+            base_url = f"http://127.0.0.1:{entry.port}/v1"
+            endpoint = Endpoint(entry.name, base_url, local=True)
+            ref = ModelRef(entry.name, "openai", entry.model_id or entry.name, endpoint)
+            window = await self.engine.context.window(ref, self.engine.pool.client(base_url))
+            if window.tokens:
+                return window.tokens
+        return self.engine.context.configured_context(entry.name)
 
     async def running(self, request: web.Request) -> web.Response:
         """`GET /running` (llama-swap): local servers not cold, and their state."""
