@@ -139,3 +139,48 @@ async def test_the_poster_sends_the_endpoint_headers(paths: Paths) -> None:
             assert seen.headers["authorization"] == "Bearer k-1"
             assert seen.headers["x-extra"] == "1"
             assert seen.body == body  # sent as given
+
+
+async def test_redirects_are_not_followed(fake_server: FakeOpenAIServer) -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from muxtui.engine.backends.base import Endpoint
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{fake_server.base_url}/chat/completions")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            poster = AiohttpPoster(session, "openai", Endpoint("r", f"http://127.0.0.1:{port}/v1"))
+            assert (await poster.post_chat(PAYLOAD)).status_code == 307
+            stream = await poster.open_stream(STREAMED)
+            assert stream.status_code == 307
+            await stream.aread()
+            await stream.aclose()
+        assert fake_server.chat_requests == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_ollama_provider_is_sent_to_its_openai_path(
+    fake_server: FakeOpenAIServer, paths: Paths
+) -> None:
+    from muxtui.engine.config import ProviderConfig
+
+    config = serve_config(fake_server.base_url)
+    config.providers["fake"] = ProviderConfig(kind="ollama", base_url=fake_server.root_url)
+    async with engine_for(config, paths) as engine:
+        (target,) = await engine.plan("m")
+        assert (await engine.send_chat_to(target, PAYLOAD)).status == 200
+        stream = await engine.open_chat_stream(target, STREAMED)
+        await stream.aclose()
+    assert [r.path for r in fake_server.requests] == ["/v1/chat/completions"] * 2
+    assert fake_server.requests[1].headers["accept"] == "text/event-stream"

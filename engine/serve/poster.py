@@ -137,7 +137,7 @@ class AiohttpPoster:
         """The whole response to one non-streamed chat body."""
         try:
             async with self._session.post(
-                self._url, data=body, headers=self._post_headers
+                self._url, data=body, headers=self._post_headers, allow_redirects=False
             ) as response:
                 content = await response.read()
                 return WholeReply(response.status, response.headers, content)
@@ -147,7 +147,9 @@ class AiohttpPoster:
     async def open_stream(self, body: bytes) -> OpenReply:
         """The response to one chat body sent streamed, its body still to read."""
         try:
-            response = await self._session.post(self._url, data=body, headers=self._stream_headers)
+            response = await self._session.post(
+                self._url, data=body, headers=self._stream_headers, allow_redirects=False
+            )
         except _FAILURES as exc:
             _raise_as_httpx(exc)
         return OpenReply(response)
