@@ -184,3 +184,32 @@ async def test_an_ollama_provider_is_sent_to_its_openai_path(
         await stream.aclose()
     assert [r.path for r in fake_server.requests] == ["/v1/chat/completions"] * 2
     assert fake_server.requests[1].headers["accept"] == "text/event-stream"
+
+
+async def test_a_hundred_concurrent_streams_through_serve_get_every_token(paths: Paths) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from tests.serve_support import running_serve
+
+    tokens = 20
+    with FakeOpenAIServer(behaviour=Behaviour(tokens=tokens, token_gap=0.001)) as upstream:
+        async with (
+            running_serve(serve_config(upstream.base_url), paths) as serve,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as client,
+        ):
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+            async def one() -> bytes:
+                url = f"{serve.url}/v1/chat/completions"
+                async with client.post(url, json=body) as response:
+                    assert response.status == 200
+                    return await response.read()
+
+            replies = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(100))), 60)
+        for reply in replies:
+            assert reply.count(b'"content": "tok "') + reply.count(b'"content":"tok "') == tokens
+            assert reply.endswith(b"data: [DONE]\n\n")
+        assert upstream.chat_requests == 100
+        assert upstream.connections_accepted <= 10  # [network] max_connections
