@@ -29,7 +29,7 @@ class ServeRoutes:
             engine.router,
             engine.servers,
             engine.retry_policy,
-            engine.config.network.max_connections,
+            engine.config.serve.max_connections,
         )
         self.forwarder.sessions = self.sessions
         self._routes: dict[tuple[object, ...], Route] = {}
