@@ -83,7 +83,10 @@ class ChatStreamer:
                                     yield ChatStatus(redact(status.message, engine.secrets()))
                             local = lease[0]
                             fixed_endpoint = Endpoint(
-                                target.name, local.base_url.rstrip("/"), local=True
+                                target.name,
+                                local.base_url.rstrip("/"),
+                                api_key=local.api_key,
+                                local=True,
                             )
                             target = replace(target, model_id=local.model_id or target.model_id)
                         first = fixed_endpoint or engine.router.pick(target)

@@ -165,6 +165,11 @@ class ServeConfig:
         "Environment variable holding the key clients must send (Authorization: Bearer KEY).", ""
     )
     max_body_mb: float = _doc("Largest request body accepted; bigger ones get 413.", 32.0)
+    max_connections: int = _doc(
+        "Connections serve opens per upstream endpoint (a provider's own max_connections wins); "
+        "as many as clients send at once, so serve is never the queue.",
+        64,
+    )
     history: bool = _doc("Record served chats in the history like the chat pane does.", False)
 
 
@@ -355,6 +360,8 @@ def _check_references(config: Config) -> None:
             )
         if not local.health.startswith("/"):
             raise _Invalid(("local", name, "health"), "expected a path starting with /")
+    if config.serve.max_connections < 1:
+        raise _Invalid(("serve", "max_connections"), "expected 1 or more")
     if not 0 < config.serve.port < 65536:
         raise _Invalid(("serve", "port"), "expected a port number from 1 to 65535")
     if config.response_cache.backend == "redis" and not config.response_cache.url.startswith(

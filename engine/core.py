@@ -115,6 +115,8 @@ class Engine(BatchMixin, CacheMixin, FitMixin, MonitorMixin, ServeMixin):
             await asyncio.gather(task, return_exceptions=True)
         if "batches" in self.__dict__:  # runs close their files before the pool goes
             await self.batches.aclose()
+        if "serve_routes" in self.__dict__:  # serve's own upstream sessions (aiohttp)
+            await self.serve_routes.aclose()
         await self._discovery.aclose()
         await self._monitor.aclose()
         await self._close_cache()

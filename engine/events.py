@@ -381,3 +381,12 @@ class BatchProgress:
     def remaining(self) -> int:
         """Items still to finish."""
         return max(0, self.total - self.done)
+
+
+@dataclass(frozen=True)
+class ResponseCacheChanged:
+    """The reply cache stopped working (replies go uncached) or works again."""
+
+    backend: str  # "sqlite" or "redis"
+    healthy: bool
+    message: str  # one line for a status bar or notification, no secret in it

@@ -560,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0, help="seconds before each chat reply")
     p.add_argument("--total-slots", type=int, default=None, help="reported at GET /props")
     p.add_argument("--startup-delay", type=float, default=0.0)
+    p.add_argument("--context-limit", type=int, default=None, help="n_ctx, as llama-server's -c")
     p.add_argument("--crash-after-requests", type=int, default=None)
     p.add_argument("--exit-after", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)  # ignores e.g. llama-server's `-m PATH -ngl 99`
@@ -570,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup_delay=args.startup_delay,
         first_byte_delay=args.latency,
         total_slots=args.total_slots,
+        context_limit=args.context_limit,
     )
     models = [m for m in args.models.split(",") if m] or ["fake-model"]
     server = FakeOpenAIServer(models, args.host, args.port, behaviour)

@@ -20,6 +20,7 @@ from muxtui.engine.events import (
     ChatFinished,
     ChatMessage,
     ChatParams,
+    ResponseCacheChanged,
     ServerState,
 )
 from muxtui.engine.paths import Paths
@@ -221,11 +222,19 @@ async def test_requests_go_on_when_valkey_dies(
     valkey: ValkeyServer,  # noqa: F811
 ) -> None:
     engine = engines(cache_config(server.base_url, backend="redis", url=valkey.url), FAST)
+    events: list[object] = []
+    engine.add_listener(events.append)
     body = {"messages": [{"role": "user", "content": "q"}], "temperature": 0}
     await engine.forward_chat("m", body)
+    assert not [e for e in events if isinstance(e, ResponseCacheChanged)]
     valkey.stop()
     other = {**body, "messages": [{"role": "user", "content": "another"}]}
     reply = await engine.forward_chat("m", other)
     assert not reply.cached and reply.parsed["choices"][0]["message"]["content"]
     assert finished_of(await chat_events(engine, ChatParams(temperature=0, max_tokens=4))).text
     assert not engine.response_cache.healthy
+    # The app and serve's metrics are told once: the cache is down, with where (no password).
+    changes = [e for e in events if isinstance(e, ResponseCacheChanged)]
+    assert [(c.backend, c.healthy) for c in changes] == [("redis", False)]
+    host_port = valkey.url.split("//")[1].split("/")[0]
+    assert host_port in changes[0].message and "cannot be used" in changes[0].message

@@ -147,6 +147,7 @@ async def test_listeners_get_events_until_they_unsubscribe(paths: Paths) -> None
 class _Endpoint:
     base_url: str
     model_id: str
+    api_key: str = ""
 
 
 class StubServers:

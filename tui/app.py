@@ -241,8 +241,27 @@ class MuxtuiApp(App[int]):
             for slot in self.query(".pane-slot").results(Container):
                 if slot.id not in self.panes:
                     self._show_placeholder(slot)
+        else:
+            self._say_engine_change(event.data)
         for pane in self.panes.values():
             pane.post_message(EventReceived(event.data, event.turn_id))
+
+    def _say_engine_change(self, data: object) -> None:
+        """A `muxtui serve` took over the local servers or went away, or the reply cache stopped
+        or started working again: say it once."""
+        from muxtui.engine.events import ResponseCacheChanged
+        from muxtui.engine.local.remote_owner import ServeOwnerChanged  # engine is loaded now
+
+        if isinstance(data, ResponseCacheChanged):
+            if data.healthy:
+                self.notify(data.message, title="reply cache", timeout=8)
+            else:
+                self.notify(data.message, title="reply cache", severity="warning", timeout=8)
+        if isinstance(data, ServeOwnerChanged):
+            if data.live:
+                self.notify(data.message, title="muxtui serve", timeout=8)
+            else:
+                self.notify(data.message, title="muxtui serve", severity="warning", timeout=8)
 
     async def on_unmount(self) -> None:
         """Write a pending config change and close the engine (stopping its servers)."""

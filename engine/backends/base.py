@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from muxtui.engine.events import ChatDelta, ChatMessage, ChatParams
 from muxtui.engine.redact import header_secrets
@@ -118,7 +118,21 @@ class Backend(ABC):
         return []
 
 
-def error_from_response(response: httpx.Response, body: bytes) -> HTTPFailure:
+class Answered(Protocol):
+    """What an error is read from: an `httpx.Response`, or serve's aiohttp replies."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers."""
+        ...
+
+
+def error_from_response(response: Answered, body: bytes) -> HTTPFailure:
     """An `HTTPFailure` carrying what the error response said."""
     return HTTPFailure(
         response.status_code,

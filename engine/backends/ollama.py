@@ -35,6 +35,19 @@ def ollama_root(base_url: str) -> str:
     return root
 
 
+def _headers(endpoint: Endpoint) -> dict[str, str]:
+    headers = {}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    headers.update(endpoint.headers)
+    return headers
+
+
+def chat_target(endpoint: Endpoint) -> tuple[str, dict[str, str]]:
+    """The URL of Ollama's OpenAI-shaped chat API and the headers every request carries."""
+    return f"{ollama_root(endpoint.base_url)}/v1/chat/completions", _headers(endpoint)
+
+
 class OllamaBackend(Backend):
     """Ollama's own protocol, which reports eval counts and durations with every reply."""
 
@@ -44,11 +57,7 @@ class OllamaBackend(Backend):
     def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         super().__init__(client, endpoint)
         self._root = ollama_root(endpoint.base_url)
-        headers = {}
-        if endpoint.api_key:
-            headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        headers.update(endpoint.headers)
-        self._headers = headers
+        self._headers = _headers(endpoint)
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         params = request.params
@@ -170,6 +179,10 @@ class OllamaBackend(Backend):
         return self.client.build_request(
             "POST", f"{self._root}/v1/chat/completions", content=body, headers=headers
         )
+
+    async def open_stream(self, body: bytes) -> httpx.Response:
+        """Send an OpenAI-shaped chat body as given; the response with its body still to read."""
+        return await self.client.send(self.stream_request(body), stream=True)
 
     async def _get_json(self, path: str, timeout: float | None) -> Any:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}

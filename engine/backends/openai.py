@@ -79,6 +79,18 @@ def _event_data(block: bytes) -> bytes | None:
     return b"\n".join(data) if data else None
 
 
+def chat_target(endpoint: Endpoint) -> tuple[str, dict[str, str]]:
+    """The chat URL of an endpoint and the headers every request to it carries."""
+    headers = {"Accept": "text/event-stream, application/json"}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    if endpoint.provider == "openrouter" or "openrouter.ai" in endpoint.base_url:
+        headers["HTTP-Referer"] = APP_URL
+        headers["X-Title"] = APP_TITLE
+    headers.update(endpoint.headers)
+    return f"{endpoint.base_url}/chat/completions", headers
+
+
 class OpenAIBackend(Backend):
     """`POST /chat/completions` with SSE streaming and usage in the final chunk."""
 
@@ -86,15 +98,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         super().__init__(client, endpoint)
-        self._chat_url = f"{endpoint.base_url}/chat/completions"
-        headers = {"Accept": "text/event-stream, application/json"}
-        if endpoint.api_key:
-            headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        if endpoint.provider == "openrouter" or "openrouter.ai" in endpoint.base_url:
-            headers["HTTP-Referer"] = APP_URL
-            headers["X-Title"] = APP_TITLE
-        headers.update(endpoint.headers)
-        self._headers = headers
+        self._chat_url, self._headers = chat_target(endpoint)
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -187,6 +191,10 @@ class OpenAIBackend(Backend):
         """A POST of a JSON chat body exactly as given, to send with `stream=True`."""
         headers = self._headers | {"Content-Type": "application/json"}
         return self.client.build_request("POST", self._chat_url, content=body, headers=headers)
+
+    async def open_stream(self, body: bytes) -> httpx.Response:
+        """Send a JSON chat body exactly as given; the response with its body still to read."""
+        return await self.client.send(self.stream_request(body), stream=True)
 
 
 class _EndState:

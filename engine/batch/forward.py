@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,8 +35,6 @@ from muxtui.engine.retry import (
 )
 
 if TYPE_CHECKING:
-    import httpx
-
     from muxtui.engine.cache.store import ResponseCache
     from muxtui.engine.local.manager import LocalEndpoint, ServerManager
     from muxtui.engine.pool import ClientPool
@@ -48,20 +47,62 @@ WHOLE_FINISHES = frozenset({"stop", "length", "tool_calls", "function_call"})
 _PROBE_TIMEOUT_S = 2.0
 
 
-class ChatPoster(Protocol):
-    """A backend that can POST a ready OpenAI-shaped chat body."""
+class PostedReply(Protocol):
+    """A whole response: an `httpx.Response`, or serve's aiohttp one."""
 
-    async def post_chat(self, body: bytes) -> httpx.Response:
-        """The whole response to one non-streamed chat body."""
-        ...
-
-    def stream_request(self, body: bytes) -> httpx.Request:
-        """The request for one chat body, to send streamed (`serve` passes its bytes through)."""
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
         ...
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The pooled client the poster sends with."""
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (names in any case)."""
+        ...
+
+    @property
+    def content(self) -> bytes:
+        """The body, decoded from any content coding."""
+        ...
+
+
+class StreamedReply(Protocol):
+    """A response whose body is still to be read: an `httpx.Response` sent with `stream=True`,
+    or serve's aiohttp one. Transport failures are httpx's exception types either way."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (names in any case)."""
+        ...
+
+    async def aread(self) -> bytes:
+        """The rest of the body, whole."""
+        ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The rest of the body, as it arrives."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (closed, unless the body was read to its end)."""
+        ...
+
+
+class ChatPoster(Protocol):
+    """A backend that can POST a ready OpenAI-shaped chat body."""
+
+    async def post_chat(self, body: bytes) -> PostedReply:
+        """The whole response to one non-streamed chat body."""
+        ...
+
+    async def open_stream(self, body: bytes) -> StreamedReply:
+        """The response to one chat body sent streamed, its body still to read (`serve` passes
+        its bytes through)."""
         ...
 
 
@@ -90,7 +131,7 @@ def model_body(model_id: str, payload: bytes) -> bytes:
     return head + (b"}" if payload == b"{}" else b"," + payload[1:])
 
 
-def read_reply(response: httpx.Response) -> Reply:
+def read_reply(response: PostedReply) -> Reply:
     """A `Reply`, or the failure an attempt raises for an error status or a non-completion."""
     content = response.content
     if response.status_code >= 400:
@@ -168,13 +209,10 @@ class Route:
         shards = self._shards.get(endpoint.base_url)
         if shards is None:
             limit = self.connections or self.target.max_connections
-            clients = self._forwarder.pool.shards(
-                endpoint.base_url, limit or self._forwarder.default_connections
+            posters = self._forwarder.posters(
+                self.target, endpoint, limit or self._forwarder.default_connections
             )
-            make = _POSTERS[self.target.kind]
-            shards = self._shards[endpoint.base_url] = [
-                Shard(make(client, endpoint)) for client in clients
-            ]
+            shards = self._shards[endpoint.base_url] = [Shard(poster) for poster in posters]
         if len(shards) == 1:
             return shards[0]
         return min(shards, key=_in_flight)
@@ -185,7 +223,7 @@ class Route:
         if endpoint is None:
             base_url = local.base_url.rstrip("/")
             endpoint = self._local[local.base_url] = Endpoint(
-                self.target.name, base_url, local=True
+                self.target.name, base_url, api_key=local.api_key, local=True
             )
         return endpoint
 
@@ -226,6 +264,13 @@ class Forwarder:
         self.policy = policy
         self.default_connections = default_connections  # per endpoint, when nothing says
         self.cache = cache
+
+    def posters(self, target: Target, endpoint: Endpoint, connections: int) -> list[ChatPoster]:
+        """The posters (clients) of one endpoint, with room for `connections` between them."""
+        make = _POSTERS[target.kind]
+        return [
+            make(client, endpoint) for client in self.pool.shards(endpoint.base_url, connections)
+        ]
 
     def route(self, target: Target, connections: int = 0) -> Route:
         """A route for `target`; `connections` per endpoint (0: the config's limit)."""
@@ -277,6 +322,8 @@ class Forwarder:
                 async with self.servers.acquire(route.target.name) as local:
                     endpoint = route.local_endpoint(local)
                     outcome = await self._attempt(route, endpoint, body)
+                    if not isinstance(outcome, Reply):
+                        self.servers.owner.failed(local)  # through serve: is it still there?
             else:
                 endpoint = route.pick(health)
                 outcome = await self._attempt(route, endpoint, body)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from muxtui.engine.cache.store import ResponseCache, open_cache
+from muxtui.engine.events import ResponseCacheChanged
 
 if TYPE_CHECKING:
     from muxtui.engine.router import Target
@@ -46,7 +47,20 @@ class CacheMixin:
         from muxtui.engine.core import Engine
 
         assert isinstance(self, Engine)
-        return open_cache(self.config.response_cache, self.paths)
+        cache = open_cache(self.config.response_cache, self.paths)
+        engine = self
+
+        def told(healthy: bool) -> None:
+            where = cache.where()
+            message = (
+                f"reply cache: {where} answers again"
+                if healthy
+                else f"reply cache: {where} cannot be used; replies go uncached until it can"
+            )
+            engine.emit(ResponseCacheChanged(cache.backend, healthy, message))
+
+        cache.on_health = told
+        return cache
 
     @functools.cached_property
     def _file_identities(self) -> dict[tuple[str, int, int], str]:

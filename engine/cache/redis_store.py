@@ -53,6 +53,10 @@ class RedisCache(ResponseCache):
         self._retry_at = 0.0
         self._closed = False
 
+    def where(self) -> str:
+        """Redis's host and port (never the URL: it may carry a password)."""
+        return f"Redis at {self.address}"
+
     def _usable(self) -> aioredis.Redis | None:
         if self._closed or (not self.healthy and time.monotonic() < self._retry_at):
             return None

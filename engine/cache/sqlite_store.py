@@ -78,6 +78,10 @@ class SqliteCache(ResponseCache):
 
     # --- the thread's side -----------------------------------------------------------------------
 
+    def where(self) -> str:
+        """The SQLite file."""
+        return f"SQLite file {self.path}"
+
     def _connection(self) -> sqlite3.Connection | None:
         if self._db is None and not self._broken:
             try:

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from muxtui.engine.config import ResponseCacheConfig
     from muxtui.engine.paths import Paths
 
@@ -87,7 +89,20 @@ class ResponseCache(ABC):
         self.healthy = True
         self.hits = 0
         self.misses = 0
+        # Told (in the event loop) when `healthy` changes: the engine turns it into an event.
+        self.on_health: Callable[[bool], None] | None = None
+        self._told_healthy = True
         self._recent = RecentReplies()
+
+    def where(self) -> str:
+        """What the cache lives in, for people: no secret (a Redis URL's password) in it."""
+        return self.backend
+
+    def _tell_health(self) -> None:
+        if self.healthy is not self._told_healthy:
+            self._told_healthy = self.healthy
+            if self.on_health is not None:
+                self.on_health(self.healthy)
 
     def _expires(self) -> float:
         return time.time() + self.ttl if self.ttl else 0.0
@@ -105,6 +120,7 @@ class ResponseCache(ABC):
             self.misses += 1
         else:
             self.hits += 1
+        self._tell_health()
         return completion
 
     async def put(self, key: str, completion: dict[str, Any]) -> None:
@@ -112,6 +128,7 @@ class ResponseCache(ABC):
         value = encode(completion)
         self._recent.put(key, value, self._expires())
         await self._store(key, value)
+        self._tell_health()
 
     @abstractmethod
     async def _fetch(self, key: str) -> bytes | None: ...

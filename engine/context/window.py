@@ -30,6 +30,7 @@ OLLAMA_DEFAULT_CONTEXT = 4096
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PROBE_TIMEOUT = 5.0
 _RETRY_UNKNOWN_S = 60.0  # a provider that did not say is asked again after this long
+_RETRY_LOOPBACK_S = 2.0  # ... a server on this machine (a muxtui serve) sooner: asking is cheap
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,11 @@ class WindowLookup:
         base = ref.endpoint.base_url.rstrip("/")
         cached = self._listings.get(base)
         now = time.monotonic()
-        if cached is not None and (cached[1] is not None or now - cached[0] < _RETRY_UNKNOWN_S):
+        # A listing is asked again after a while when it lacked this model (a muxtui serve lists
+        # a local server's context only once that server runs).
+        listed = cached is not None and cached[1] is not None and ref.model_id in cached[1]
+        retry = _RETRY_LOOPBACK_S if is_loopback(ref.endpoint) else _RETRY_UNKNOWN_S
+        if cached is not None and (listed or now - cached[0] < retry):
             return cached[1] or {}
         self._listings[base] = (now, None)
         listing = await self._get_json(client, f"{base}/models", ref.endpoint)

@@ -32,6 +32,7 @@ from muxtui.engine.local.models import (
     runtime_binary,
     spec_from_config,
 )
+from muxtui.engine.local.remote_owner import RemoteOwner
 from muxtui.engine.local.server import LocalEndpoint, ServerRecord, StatusCallback
 from muxtui.engine.monitor.procmem import tree_memory
 from muxtui.engine.paths import Paths
@@ -52,8 +53,13 @@ class _Lease(AbstractAsyncContextManager[LocalEndpoint]):
         self._name = name
         self._on_status = on_status
         self._server: ServerRecord | None = None
+        self._remote = False
 
     async def __aenter__(self) -> LocalEndpoint:
+        remote = await self._manager.owner.endpoint(self._name, self._on_status)
+        if remote is not None:  # a `muxtui serve` runs it: nothing starts here
+            self._remote = True
+            return remote
         server = await self._manager._enter(self._name, self._on_status)
         self._server = server
         assert server.endpoint is not None
@@ -68,6 +74,8 @@ class _Lease(AbstractAsyncContextManager[LocalEndpoint]):
         if self._server is not None:
             self._manager._release(self._server)
             self._server = None
+        elif self._remote:
+            self._manager.owner.released(exc is not None and isinstance(exc, Exception))
 
 
 class ServerManager:
@@ -94,6 +102,8 @@ class ServerManager:
         self._refresh_generation = 0
         self._memory_task: asyncio.Task[None] | None = None
         self._memory_sampled_at = 0.0
+        self.owner = RemoteOwner(paths.serve_state_file, lambda event: self._emit(event))
+        self.owner.on_live = self._yield_to_serve
 
     @property
     def busy_wait_timeout(self) -> float:
@@ -117,7 +127,7 @@ class ServerManager:
 
     def has(self, name: str) -> bool:
         """Whether `name` is a `[local]` entry or a discovered local model."""
-        return name in self._servers
+        return name in self._servers or self.owner.serves(name)
 
     def names(self) -> list[str]:
         """Every local model's name, config entries first."""
@@ -133,7 +143,8 @@ class ServerManager:
         self._schedule_memory_sample()
         now = time.monotonic()
         timers = self._life.timers
-        return [s.entry(timers.seconds_left(s.name, now)) for s in self._servers.values()]
+        own = [s.entry(timers.seconds_left(s.name, now)) for s in self._servers.values()]
+        return self.owner.merge(own)  # serve's rows while one runs the local servers
 
     def log_path(self, name: str) -> Path:
         """The log file of `name`'s server (it may not exist yet)."""
@@ -143,7 +154,9 @@ class ServerManager:
         return self._discovery.tools if self._discovery else LocalTools()
 
     async def refresh(self) -> None:
-        """Scan for local models and tools in a thread; concurrent calls share one scan."""
+        """Scan for local models and tools in a thread (concurrent calls share one scan), and
+        look for a running `muxtui serve`."""
+        await self.owner.current()
         if self._refresh_lock is None:
             self._refresh_lock = asyncio.Lock()
         generation = self._refresh_generation
@@ -200,6 +213,8 @@ class ServerManager:
         Catches an unknown name, a bad `[local]` cmd, a missing binary or model file, a file
         that is not a GGUF, and a runtime known not to run on this machine.
         """
+        if await self.owner.current() is not None and self.owner.serves(name):
+            return
         server = await self._known(name)
         if server.ready:
             return
@@ -235,6 +250,8 @@ class ServerManager:
                 self._life.set_state(server, S.WARM)
             self._life.arm_ttl(server)
             self._life.notify_idle()
+            if self.owner.serves(server.name):  # a serve took over while this one was busy
+                self._yield_to_serve()
 
     async def _known(self, name: str) -> ServerRecord:
         if self._discovery is None:
@@ -272,10 +289,17 @@ class ServerManager:
 
     async def preload(self, name: str) -> None:
         """Start `name`'s server now if it is not warm already."""
+        if await self.owner.current() is not None and self.owner.serves(name):
+            await self.owner.action(name, "load")
+            return
         await self._ensure_warm(await self._known(name), None)
 
     async def unload(self, name: str, *, force: bool = False) -> None:
         """Stop `name`'s server; waits (bounded) for requests in flight unless `force`."""
+        own = self._servers.get(name)
+        if self.owner.serves(name) and (own is None or own.process is None):
+            await self.owner.action(name, "unload")
+            return
         server = await self._known(name)
         if server.start_task is not None:
             server.abort_reason = "unloaded while starting"
@@ -301,6 +325,9 @@ class ServerManager:
     def set_pinned(self, name: str, pinned: bool) -> None:
         """Pin (never unload automatically) or unpin `name`; not saved to the config."""
         server = self._servers.get(name)
+        if self.owner.serves(name) and (server is None or server.process is None):
+            self.owner.pin(name, pinned)
+            return
         if server is None:
             raise UnknownModelError(name, self.names())
         server.pinned = pinned
@@ -326,7 +353,23 @@ class ServerManager:
 
     async def aclose(self) -> None:
         """Stop every server this manager started; later requests fail."""
-        await self._life.close()
+        try:
+            await self.owner.aclose()
+        finally:
+            await self._life.close()
+
+    def _yield_to_serve(self) -> None:
+        """A serve took over: stop this process's idle servers of the models it runs."""
+        for s in self._servers.values():
+            idle = s.settled() and not (s.in_flight or s.pending)
+            if s.process and idle and self.owner.serves(s.name):
+                self.owner.spawn(self._unload_quietly(s.name))
+
+    async def _unload_quietly(self, name: str) -> None:
+        try:
+            await self.unload(name)
+        except Exception as exc:
+            log.warning("stopping %s after muxtui serve took over: %s", name, exc)
 
     def _schedule_memory_sample(self) -> None:
         if self._memory_task is not None or self._life.closed:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.local.masking import redact, secret_values
@@ -29,6 +29,7 @@ class LocalEndpoint:
     model_id: str
     port: int
     pid: int
+    api_key: str = field(default="", repr=False)  # a `muxtui serve` that asks for a key
 
 
 class ServerRecord:

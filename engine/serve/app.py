@@ -16,12 +16,21 @@ runner that binds before serving (so a port in use is one clear error). aiohttp 
 measured no better (CPU per request through serve 2.0-2.4 ms against 1.8-2.3 ms on asyncio's
 loop), so serve uses asyncio's.
 
-`muxtui serve` itself (a subprocess; upstream in its own process, 64-token replies; three
-interleaved rounds at a load average of ~3 on the 2 cores): +2.6 ms median per non-streamed
-request, +5.8 ms per 64-token stream, 0.44x the direct throughput at concurrency 16 (0.3-0.9x
-from round to round). Under cProfile serve's own code (plan, parse, encode, route) is ~0.1 ms
-of a request; the rest is httpx, aiohttp and the loopback system calls (costly in this VM).
-Every figure here moves by 2x with the other work on the machine: bench/serve.py repeats them.
+`muxtui serve` itself (a subprocess; upstream in its own process, 64-token replies;
+bench/serve.py): with httpx for the upstream hop it added +1.9 ms median per non-streamed
+request, +6.4 ms per 64-token stream and managed 0.13x the direct throughput at concurrency 16.
+Its upstream hops now use aiohttp's client (engine/serve/poster.py; the rest of the engine
+keeps httpx): +0.5-0.6 ms, +1.1-1.3 ms per stream, 0.3x at concurrency 16 against an upstream
+that answers at once (0.94x against one that answers after 20 ms, with 16 upstream
+connections). A bare aiohttp proxy doing nothing, measured the same way, adds +0.7 ms, +0.8 ms
+and manages 0.3-0.5x: what is left is the second loopback hop (two more sends and receives, costly
+system calls in this VM) and aiohttp's server and client, ~0.6 ms of CPU per request, of which
+serve's own code (plan, parse, encode, route, observer) is ~0.1 ms. At concurrency 16 the
+client, the upstream and serve share the 2 cores, so against an upstream that costs nothing the
+ratio is bound by serve's CPU per request. Streamed chunks go through as they came (no
+re-splitting into events); gc tuning (freeze after start, a larger first generation) measured
+no difference in CPU per request. Every figure here moves by 2x with the other work on the
+machine: bench/serve.py repeats them.
 
 The chat route is engine/serve/chat.py, the model and server routes engine/serve/control.py.
 """

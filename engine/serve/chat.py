@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("muxtui.serve")
 _loads = json.loads
 _USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage from
+_DELTA = b'"delta"'  # once per streamed event with a choice: an inter-token gap for the metrics
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
@@ -197,21 +198,30 @@ class ChatRoute:
             headers[HEADER] = "miss"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         outcome = "ok"
-        tail = upstream.first[-_USAGE_TAIL:]
+        first = upstream.first
+        last = [b"", b"", first]  # the stream's last chunks, its usage read from them at the end
         keep = self.history or (key is not None and answered_by == 0)
-        kept: list[bytes] | None = [upstream.first] if keep else None
+        kept: list[bytes] | None = [first] if keep else None
+        token = observer.token
         try:
             await response.prepare(request)
             now = time.perf_counter()
             observer.first_byte(model, now - started)
-            await response.write(upstream.first)
+            await response.write(first)
+            for _ in range(first.count(_DELTA) - 1):  # more events came with the first byte
+                token(model, 0.0)
             previous = now
-            async for chunk in upstream:
+            write = response.write
+            async for chunk in upstream:  # the bytes as they came: not re-split into events
                 now = time.perf_counter()
-                observer.token(model, now - previous)
-                previous = now
-                await response.write(chunk)
-                tail = (tail + chunk)[-_USAGE_TAIL:]
+                await write(chunk)
+                events = chunk.count(_DELTA)
+                if events:  # one gap per chunk; the events that came with it follow at once
+                    token(model, now - previous)
+                    for _ in range(events - 1):
+                        token(model, 0.0)
+                    previous = now
+                last[0], last[1], last[2] = last[1], last[2], chunk
                 if kept is not None:
                     kept.append(chunk)
         except ConnectionError:
@@ -223,7 +233,7 @@ class ChatRoute:
             await _write_quietly(response, event)
         finally:
             await upstream.aclose()
-        observer.finished(model, outcome, *stream_usage(tail))
+        observer.finished(model, outcome, *stream_usage(b"".join(last)[-_USAGE_TAIL:]))
         if kept is not None and outcome == "ok":
             self.later(self._keep_stream(model, body, kept, key if answered_by == 0 else None))
         if outcome != "client_closed":

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from muxtui.engine.backends.base import Endpoint
 from muxtui.engine.catalog import entry_to_json
+from muxtui.engine.context.window import ModelRef
 from muxtui.engine.errors import MuxtuiError
-from muxtui.engine.events import ServerState
+from muxtui.engine.events import ModelEntry, ServerState
 from muxtui.engine.serve.errors import ServeError, from_engine, parse_object
 
 if TYPE_CHECKING:
@@ -34,17 +36,33 @@ class Control:
 
     async def models(self, request: web.Request) -> web.Response:
         """`GET /v1/models`: every model `muxtui models` knows, OpenAI's list shape."""
-        data = [
-            {
+        await self._scanned()
+        data = []
+        for entry in self.engine.list_models():
+            item = {
                 "id": entry.name,
                 "object": "model",
                 "created": 0,
                 "owned_by": entry.provider,
                 "muxtui": entry_to_json(entry),
             }
-            for entry in self.engine.list_models()
-        ]
+            context = await self._context_length(entry)  # a client fits its turns to it
+            if context:
+                item["context_length"] = context
+            data.append(item)
         return web.json_response({"object": "list", "data": data})
+
+    async def _context_length(self, entry: ModelEntry) -> int:
+        """The context a model runs with: a warm local server's own (its `/props`, asked once
+        per server and remembered), else the configured `context`; 0 when neither says."""
+        if entry.local and entry.port and entry.state in (ServerState.WARM, ServerState.BUSY):
+            base_url = f"http://127.0.0.1:{entry.port}/v1"
+            endpoint = Endpoint(entry.name, base_url, local=True)
+            ref = ModelRef(entry.name, "openai", entry.model_id or entry.name, endpoint)
+            window = await self.engine.context.window(ref, self.engine.pool.client(base_url))
+            if window.tokens:
+                return window.tokens
+        return self.engine.context.configured_context(entry.name)
 
     async def running(self, request: web.Request) -> web.Response:
         """`GET /running` (llama-swap): local servers not cold, and their state."""
@@ -65,11 +83,13 @@ class Control:
     async def unload_one(self, request: web.Request) -> web.Response:
         """Stop one local server (llama-swap's `/api/models/unload/{model}`, and muxtui's)."""
         name = request.match_info.get("model") or request.match_info["name"]
+        await self._scanned()
         await self._engine_call(self.engine.unload(self._local_name(name)))
         return web.json_response({"status": "ok"})
 
     async def load(self, request: web.Request) -> web.Response:
         """`POST /muxtui/v1/models/{name}/load`: start a local server now."""
+        await self._scanned()
         await self._engine_call(self.engine.preload(self._local_name(request.match_info["name"])))
         return web.json_response({"status": "ok"})
 
@@ -79,6 +99,7 @@ class Control:
         pinned = body.get("pinned")
         if not isinstance(pinned, bool):
             raise ServeError(400, 'the body needs {"pinned": true|false}', "missing_pinned")
+        await self._scanned()
         try:
             self.engine.set_pinned(self._local_name(request.match_info["name"]), pinned)
         except MuxtuiError as exc:
@@ -87,8 +108,15 @@ class Control:
 
     async def muxtui_models(self, request: web.Request) -> web.Response:
         """`GET /muxtui/v1/models`: entries as `muxtui models --json` prints them."""
+        await self._scanned()
         models = [entry_to_json(entry) for entry in self.engine.list_models()]
         return web.json_response({"models": models})
+
+    async def _scanned(self) -> None:
+        """Wait for the first scan of model folders (GGUF files, the bundled model): a client
+        asking right after start-up must see them; later calls return at once."""
+        if self.engine.servers.discovery is None:
+            await self.engine.rescan()
 
     async def sample(self, request: web.Request) -> web.Response:
         """`GET /muxtui/v1/sample`: the latest monitor sample, or {} before the first."""

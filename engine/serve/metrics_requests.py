@@ -159,7 +159,7 @@ HISTOGRAMS: tuple[tuple[str, str, Callable[[ModelFigures], FastHistogram]], ...]
     ),
     (
         "muxtui_inter_token_latency_seconds",
-        "Gap between consecutive streamed chunks, measured at the proxy.",
+        "Gap between consecutive streamed events (0 for events in one read), at the proxy.",
         lambda figures: figures.inter_token,
     ),
     (

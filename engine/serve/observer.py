@@ -23,7 +23,8 @@ class Observer(Protocol):
         ...
 
     def token(self, model: str, gap_s: float) -> None:
-        """A streamed chunk after the first one, `gap_s` after the previous (inter-token)."""
+        """A streamed event after the first one, `gap_s` after the previous (inter-token);
+        events that arrived in one read from the upstream come with a gap of 0."""
         ...
 
     def finished(

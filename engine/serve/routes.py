@@ -1,17 +1,19 @@
 """Serve's routes: one `Forwarder` (batch's lossless sender) and a cached `Route` per target.
 
 Its own forwarder, beside the batch runs' one: they share what matters through the engine (the
-pooled clients per endpoint, the router's health records and cooldowns, the local servers'
-leases), and serve never waits on a batch's forwarder settings.
+router's health records and cooldowns, the local servers' leases), and serve never waits on a
+batch's forwarder settings. Its upstream connections are its own too: aiohttp sessions per
+endpoint (engine/serve/poster.py), closed with the engine.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from muxtui.engine.batch.forward import Forwarder, Route
+from muxtui.engine.serve.poster import ServeForwarder, SessionPool
 
 if TYPE_CHECKING:
+    from muxtui.engine.batch.forward import Route
     from muxtui.engine.core import Engine
     from muxtui.engine.router import Target
 
@@ -21,13 +23,15 @@ class ServeRoutes:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.forwarder = Forwarder(
+        self.sessions = SessionPool(engine.config.network)
+        self.forwarder = ServeForwarder(
             engine.pool,
             engine.router,
             engine.servers,
             engine.retry_policy,
-            engine.config.network.max_connections,
+            engine.config.serve.max_connections,
         )
+        self.forwarder.sessions = self.sessions
         self._routes: dict[tuple[object, ...], Route] = {}
 
     async def route(self, target: Target) -> Route:
@@ -42,3 +46,7 @@ class ServeRoutes:
             async with self._engine.servers.acquire(target.name) as local:
                 route.model_id = local.model_id or target.model_id
         return route
+
+    async def aclose(self) -> None:
+        """Close serve's upstream sessions."""
+        await self.sessions.aclose()

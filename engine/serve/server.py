@@ -54,6 +54,7 @@ class Server:
         monitor: bool = True,
     ) -> None:
         self.engine = engine
+        engine.servers.owner.disable()  # serve owns its local servers, never another serve's
         self.host, self.port = host, port
         self.api_key_env = api_key_env
         self.app = ServeApp(engine, key=key, observer=observer)

@@ -19,10 +19,8 @@ from muxtui.engine.backends.base import HTTPFailure, ProtocolFailure, error_from
 from muxtui.engine.retry import ATTEMPT_FAILURES, AttemptFailure, classify, retry_delay
 
 if TYPE_CHECKING:
-    import httpx
-
     from muxtui.engine.backends.base import Endpoint
-    from muxtui.engine.batch.forward import Forwarder, Route
+    from muxtui.engine.batch.forward import Forwarder, Route, StreamedReply
 
 
 class UpstreamStream:
@@ -30,7 +28,7 @@ class UpstreamStream:
 
     def __init__(
         self,
-        response: httpx.Response,
+        response: StreamedReply,
         first: bytes,
         rest: AsyncIterator[bytes],
         stack: contextlib.AsyncExitStack,
@@ -95,7 +93,7 @@ async def _attempt(
     stack.callback(done)
     poster = shard.poster
     try:
-        response = await poster.client.send(poster.stream_request(body), stream=True)
+        response = await poster.open_stream(body)
         stack.push_async_callback(response.aclose)
         if response.status_code >= 400:
             raise error_from_response(response, await response.aread())
@@ -119,7 +117,7 @@ async def _attempt(
     return UpstreamStream(response, first, chunks, stack)
 
 
-def _check_whole(response: httpx.Response, content: bytes) -> None:
+def _check_whole(response: StreamedReply, content: bytes) -> None:
     """Raise for an error inside a 200 (some servers report failures so)."""
     if b'"error"' in content[:200] and b'"choices"' not in content:
         raise HTTPFailure(502, content, dict(response.headers), "application/json")
