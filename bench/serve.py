@@ -83,6 +83,12 @@ def http_ok(port: int, path: str) -> bool:
         return sock.recv(64).startswith(b"HTTP/1.1 200")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
     """Ask a child to end; kill it after 10 s."""
     if process.poll() is None:
@@ -354,6 +360,7 @@ class Bench:
     direct: str
     serve: Serve
     report: Report
+    upstream_pid: int = 0
     sent_to_serve: int = 0
     latency_ms: float = 0.0
 
@@ -396,6 +403,8 @@ class Bench:
         direct_rates: list[float] = []
         serve_rates: list[float] = []
         count = self.args.throughput_requests
+        # CPU seconds per request of (upstream, serve, client): [via serve, direct]
+        cpu = ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
         for round_ in range(self.args.rounds):
             order = (
                 (self.direct, self.serve.url) if round_ % 2 == 0 else (self.serve.url, self.direct)
@@ -403,7 +412,13 @@ class Bench:
             rates: dict[str, float] = {}
             for url in order:
                 data = self.data(url, stream=False)
+                pids = (self.upstream_pid, self.serve.process.pid)
+                before = [cpu_s(pid) for pid in pids] + [time.process_time()]
                 rates[url] = await throughput(self.session, url, data, count, CONCURRENCY)
+                after = [cpu_s(pid) for pid in pids] + [time.process_time()]
+                spent = cpu[url == self.direct]
+                for i, (start, end) in enumerate(zip(before, after, strict=True)):
+                    spent[i] += (end - start) / count
                 if url != self.direct:
                     self.sent_to_serve += count
             direct_rates.append(rates[self.direct])
@@ -418,6 +433,14 @@ class Bench:
             f"{max(ratios):.2f})",
             "≥ 0.8×",
             verdict(ratio >= 0.8),
+        )
+        rounds = self.args.rounds
+        via, direct = ([1e6 * x / rounds for x in side] for side in cpu)
+        self.report.notes.append(
+            f"CPU per request at concurrency {CONCURRENCY}"
+            + (f" (upstream after {self.latency_ms:g} ms)" if self.latency_ms else "")
+            + f": via serve: upstream {via[0]:.0f} µs, serve {via[1]:.0f} µs, client "
+            f"{via[2]:.0f} µs; direct: upstream {direct[0]:.0f} µs, client {direct[2]:.0f} µs"
         )
 
     async def stream(self) -> None:
@@ -643,7 +666,7 @@ async def run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         report.notes.append(f"serve answered /health {serve.start_s:.2f} s after it was started")
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
         async with new_session() as session:
-            bench = Bench(args, session, direct, serve, report)
+            bench = Bench(args, session, direct, serve, report, children[0].pid)
             await bench.warm_up()
             if "latency" in only:
                 await bench.latency()
@@ -655,6 +678,7 @@ async def run(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                         direct=f"http://127.0.0.1:{slow_port}/v1/chat/completions",
                         serve_model="bench-slow",
                         latency_ms=args.upstream_latency_ms,
+                        upstream_pid=children[1].pid,
                     )
                     await slow.throughput()
                     bench.sent_to_serve = slow.sent_to_serve
