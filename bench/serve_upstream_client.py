@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serve as bench  # bench/serve.py: the client, the upstream and the figures
+import serve_support as bench  # the upstream, the client and the figures of bench/serve.py
 
 CONNECTIONS = 10  # muxtui's default [network] max_connections
 JSON = {"content-type": "application/json"}
