@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerStateChanged
-from muxtui.engine.local.serve_client import ServeClient, ServeState, StateFile, pid_alive
+from muxtui.engine.local.serve_client import ServeClient, ServeState, StateFile
 from muxtui.engine.local.server import LocalEndpoint, StatusCallback
+from muxtui.engine.serve.state import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -99,19 +99,6 @@ class StateFile:
         return self._state
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (ours to signal or not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 class ServeClient:
     """HTTP calls to one serve; one small client for them all, closed by `aclose()`."""
 

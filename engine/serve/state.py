@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import time
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from muxtui.engine.config_file import write_private_atomically
@@ -92,6 +91,8 @@ def live_state(path: Path) -> dict[str, Any] | None:
             path.unlink()
         return None
     try:
+        import urllib.request  # only `muxtui serve` asks; the app need not load it
+
         request = urllib.request.Request(f"{state['url']}/health")
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=HEALTH_TIMEOUT_S) as response:
