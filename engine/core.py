@@ -115,6 +115,7 @@ class Engine(BatchMixin, FitMixin, MonitorMixin):
             await self.batches.aclose()
         await self._discovery.aclose()
         await self._monitor.aclose()
+        await self.context.aclose()
         try:
             await self.servers.aclose()
         finally:
@@ -345,9 +346,12 @@ class Engine(BatchMixin, FitMixin, MonitorMixin):
         """One conversation's summary, or None if it does not exist."""
         return await self.history.get_conversation(conversation_id)
 
-    async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
-        """A conversation's messages in order, each with its status (empty if it is gone)."""
-        return await self.history.messages(conversation_id)
+    async def conversation_messages(
+        self, conversation_id: int, newest: int | None = None
+    ) -> list[StoredMessage]:
+        """A conversation's messages in order, each with its status (empty if it is gone); only
+        the `newest` last ones if given."""
+        return await self.history.messages(conversation_id, newest)
 
     async def rename_conversation(self, conversation_id: int, title: str) -> None:
         """Give a conversation a new title; `LookupError` if it is gone."""

@@ -282,16 +282,26 @@ class History:
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def messages(self, conversation_id: int) -> list[StoredMessage]:
-        """A conversation's messages in the order they were added."""
-        return await self._run(self._messages, conversation_id)
+    async def messages(
+        self, conversation_id: int, newest: int | None = None
+    ) -> list[StoredMessage]:
+        """A conversation's messages in the order they were added (only its `newest` last ones,
+        if given)."""
+        return await self._run(self._messages, conversation_id, newest)
 
-    def _messages(self, conversation_id: int) -> list[StoredMessage]:
+    def _messages(self, conversation_id: int, newest: int | None) -> list[StoredMessage]:
+        if newest is None:
+            rows = self._conn().execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id",
+                (conversation_id,),
+            )
+            return [_message(row) for row in rows]
         rows = self._conn().execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id",
-            (conversation_id,),
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (conversation_id, max(0, newest)),
         )
-        return [_message(row) for row in rows]
+        return [_message(row) for row in reversed(rows.fetchall())]
 
     async def add_message(
         self,
