@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from muxtui.tui.memory import give_back
 from muxtui.tui.widgets.anchored_scroll import AnchoredScroll
 
 if TYPE_CHECKING:
     from textual.geometry import Region
+    from textual.timer import Timer
     from textual.widget import Widget
 
     from muxtui.engine.events import StoredMessage
@@ -40,8 +42,13 @@ RELEASE_SCREENS = 2
 # Seconds of Markdown rendering per step before the loop gets to handle keys again.
 RENDER_BUDGET_S = 0.03
 # Messages mounted at once when a conversation opens: its newest, in Rich's quick rendering of
-# their Markdown (the Markdown widget follows right after the first paint).
-OPENING_BATCH = 4
+# its Markdown (the Markdown widget follows right after the first paint, as do the messages
+# before it: every widget mounted before that paint delays it by a few milliseconds).
+OPENING_BATCH = 1
+# Once this many views have been released and the log has been still for a while, the memory
+# they held is given back to the system (see `muxtui.tui.memory`).
+RECLAIM_AFTER_VIEWS = 16
+RECLAIM_AFTER_S = 0.5
 
 
 def _message_view_class() -> type[MessageView]:
@@ -86,6 +93,8 @@ class ChatLog(AnchoredScroll):
         self._lock = asyncio.Lock()  # one change to the window at a time
         self._step_scheduled = False
         self._awaiting_layout = False  # changed since the last layout: regions are stale
+        self._released = 0  # views released since memory was last given back
+        self._reclaim_timer: Timer | None = None
 
     @property
     def message_views(self) -> list[MessageView]:
@@ -181,6 +190,7 @@ class ChatLog(AnchoredScroll):
         if self.query("#more-above"):  # the notes stay; the messages go
             if views := self.message_views:
                 await self._remove(views)
+                self._reclaim_later()  # a conversation left: whatever it held, once still
         else:
             self._changed()
             above = Static("", id="more-above", classes="more-note", markup=False)
@@ -195,6 +205,23 @@ class ChatLog(AnchoredScroll):
         # Textual keeps the list of displayed children until it is next asked for (which may
         # be long: the layout does not ask), and that list would keep the views alive.
         _ = self.displayed_children
+        self._released += len(views)
+        if self._released >= RECLAIM_AFTER_VIEWS:
+            self._reclaim_later()
+
+    def _reclaim_later(self) -> None:
+        """Give the released views' memory back once the log has been still for a while."""
+        if self._reclaim_timer is not None:
+            self._reclaim_timer.stop()
+        self._reclaim_timer = self.set_timer(RECLAIM_AFTER_S, self._reclaim)
+
+    def _reclaim(self) -> None:
+        self._reclaim_timer = None
+        if not self.is_settled:  # still scrolling or opening: later
+            self._reclaim_later()
+            return
+        self._released = 0
+        give_back()
 
     async def _mount_older(self, count: int, *, rendered: bool, quick: bool = False) -> None:
         count = min(count, RENDERED_BATCH) if rendered else count

@@ -67,7 +67,10 @@ class ConversationKeeper:
         await log.show_messages([shown(message) for message in stored])
         pane.show_log_or_guide()
         pane.note("")
-        if len(stored) == READ_FIRST:  # maybe more: the rest, before the first read
+        if len(stored) == READ_FIRST:  # maybe more: the rest, once the newest are on screen
+            painted = asyncio.get_running_loop().create_future()
+            pane.call_after_refresh(lambda: painted.done() or painted.set_result(None))
+            await painted
             everything = await engine.conversation_messages(conversation_id)
             first_id = stored[0].id
             await log.add_older([shown(m) for m in everything if m.id < first_id])
