@@ -68,8 +68,13 @@ class ConversationKeeper:
         pane.show_log_or_guide()
         pane.note("")
         if len(stored) == READ_FIRST:  # maybe more: the rest, once the newest are on screen
-            painted = asyncio.get_running_loop().create_future()
-            pane.call_after_refresh(lambda: painted.done() or painted.set_result(None))
+            painted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def mark_painted() -> None:
+                if not painted.done():
+                    painted.set_result(None)
+
+            pane.call_after_refresh(mark_painted)
             await painted
             everything = await engine.conversation_messages(conversation_id)
             first_id = stored[0].id
