@@ -16,6 +16,21 @@ import sys
 from collections.abc import Callable
 
 
+def _clear_textual_caches() -> None:
+    """Empty the caches that keep released widgets' rendered lines alive.
+
+    Textual's `StylesCache.get_inner_outer` is an `lru_cache` on a method: its 1,024 keys hold
+    the caches of as many widgets, released or not, with every line they rendered (in a long
+    conversation, tens of megabytes). It fills again from the widgets still shown.
+    """
+    try:
+        from textual._styles_cache import StylesCache
+
+        StylesCache.get_inner_outer.cache_clear()
+    except (ImportError, AttributeError):  # another Textual: nothing of the kind to clear
+        pass
+
+
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`; None elsewhere (musl, macOS, Windows)."""
@@ -37,6 +52,7 @@ def give_back() -> None:
     being opened for 50-100 ms; the next `give_back` thaws it all first, so nothing frozen
     stays garbage for longer than that.
     """
+    _clear_textual_caches()
     gc.unfreeze()
     gc.collect()
     gc.freeze()
