@@ -14,6 +14,20 @@ import functools
 import gc
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from textual.timer import Timer
+    from textual.widget import Widget
+
+# Once this many views have been released and the log has been still for a while, the memory
+# they held is given back to the system.
+RECLAIM_AFTER_VIEWS = 16
+RECLAIM_AFTER_S = 0.5
+# Released views refer to themselves in cycles: only a full collection frees them. Scrolling
+# far releases hundreds; collected every this many, their memory is reused for the next
+# instead of the heap growing (what `give_back` froze is not walked: each takes a few ms).
+COLLECT_EVERY_VIEWS = 24
 
 
 def _clear_textual_caches() -> None:
@@ -23,12 +37,23 @@ def _clear_textual_caches() -> None:
     the caches of as many widgets, released or not, with every line they rendered (in a long
     conversation, tens of megabytes). It fills again from the widgets still shown.
     """
-    try:
-        from textual._styles_cache import StylesCache
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(_CACHING_PACKAGES):
+            continue
+        for value in list(vars(module).values()):
+            _clear(value)
+            if isinstance(value, type) and value.__module__ == name:
+                for member in list(vars(value).values()):
+                    _clear(member)
 
-        StylesCache.get_inner_outer.cache_clear()
-    except (ImportError, AttributeError):  # another Textual: nothing of the kind to clear
-        pass
+
+_CACHING_PACKAGES = ("textual.", "rich.")
+
+
+def _clear(value: object) -> None:
+    clear = getattr(value, "cache_clear", None)
+    if callable(clear) and hasattr(value, "cache_info"):  # functools' caches only
+        clear()
 
 
 @functools.cache
@@ -59,3 +84,45 @@ def give_back() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)  # returns whether anything was given back: either way is fine
+
+
+class ReleasedViews:
+    """When a scrolling log gives the memory of the views it released back: a cheap
+    collection now and then while it scrolls, and `give_back` once it is still."""
+
+    def __init__(self, owner: Widget, still: Callable[[], bool]) -> None:
+        self._owner = owner
+        self._still = still
+        self._released = 0  # since memory was last given back
+        self._uncollected = 0  # released while scrolling, since the last collection
+        self._timer: Timer | None = None
+
+    def removed(self, count: int) -> None:
+        """`count` views were released."""
+        self._released += count
+        if self._released >= RECLAIM_AFTER_VIEWS:
+            self._later()
+
+    def left(self) -> None:
+        """A conversation was left: give back whatever it held, once the log is still."""
+        self._later()
+
+    def scrolled_past(self, count: int) -> None:
+        """`count` of the released views were scrolled far past."""
+        self._uncollected += count
+        if self._uncollected >= COLLECT_EVERY_VIEWS:
+            self._uncollected = 0
+            gc.collect()
+
+    def _later(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self._owner.set_timer(RECLAIM_AFTER_S, self._reclaim)
+
+    def _reclaim(self) -> None:
+        self._timer = None
+        if not self._still():  # still scrolling or opening: later
+            self._later()
+            return
+        self._released = self._uncollected = 0
+        give_back()

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
-from muxtui.tui.memory import give_back
+from muxtui.tui.memory import ReleasedViews
 from muxtui.tui.widgets.anchored_scroll import AnchoredScroll
 
 if TYPE_CHECKING:
     from textual.geometry import Region
-    from textual.timer import Timer
     from textual.widget import Widget
 
     from muxtui.engine.events import StoredMessage
@@ -45,10 +44,6 @@ RENDER_BUDGET_S = 0.03
 # its Markdown (the Markdown widget follows right after the first paint, as do the messages
 # before it: every widget mounted before that paint delays it by a few milliseconds).
 OPENING_BATCH = 1
-# Once this many views have been released and the log has been still for a while, the memory
-# they held is given back to the system (see `muxtui.tui.memory`).
-RECLAIM_AFTER_VIEWS = 16
-RECLAIM_AFTER_S = 0.5
 
 
 def _message_view_class() -> type[MessageView]:
@@ -93,8 +88,7 @@ class ChatLog(AnchoredScroll):
         self._lock = asyncio.Lock()  # one change to the window at a time
         self._step_scheduled = False
         self._awaiting_layout = False  # changed since the last layout: regions are stale
-        self._released = 0  # views released since memory was last given back
-        self._reclaim_timer: Timer | None = None
+        self._released = ReleasedViews(self, lambda: self.is_settled)
 
     @property
     def message_views(self) -> list[MessageView]:
@@ -190,7 +184,7 @@ class ChatLog(AnchoredScroll):
         if self.query("#more-above"):  # the notes stay; the messages go
             if views := self.message_views:
                 await self._remove(views)
-                self._reclaim_later()  # a conversation left: whatever it held, once still
+                self._released.left()  # a conversation: whatever it held, once still
         else:
             self._changed()
             above = Static("", id="more-above", classes="more-note", markup=False)
@@ -205,23 +199,7 @@ class ChatLog(AnchoredScroll):
         # Textual keeps the list of displayed children until it is next asked for (which may
         # be long: the layout does not ask), and that list would keep the views alive.
         _ = self.displayed_children
-        self._released += len(views)
-        if self._released >= RECLAIM_AFTER_VIEWS:
-            self._reclaim_later()
-
-    def _reclaim_later(self) -> None:
-        """Give the released views' memory back once the log has been still for a while."""
-        if self._reclaim_timer is not None:
-            self._reclaim_timer.stop()
-        self._reclaim_timer = self.set_timer(RECLAIM_AFTER_S, self._reclaim)
-
-    def _reclaim(self) -> None:
-        self._reclaim_timer = None
-        if not self.is_settled:  # still scrolling or opening: later
-            self._reclaim_later()
-            return
-        self._released = 0
-        give_back()
+        self._released.removed(len(views))
 
     async def _mount_older(self, count: int, *, rendered: bool, quick: bool = False) -> None:
         count = min(count, RENDERED_BATCH) if rendered else count
@@ -460,6 +438,7 @@ class ChatLog(AnchoredScroll):
         if stop < len(views):
             self.end = views[stop].index
         await self._remove(released)
+        self._released.scrolled_past(len(released))
         self._show_notes()
         return True
 
