@@ -31,12 +31,13 @@ RECLAIM_AFTER_S = 2.0
 COLLECT_EVERY_VIEWS = 24
 
 
-def _clear_textual_caches() -> None:
-    """Empty the caches that keep released widgets' rendered lines alive.
+def _clear_caches() -> None:
+    """Empty Textual's and Rich's functools caches (a few milliseconds), which keep released
+    widgets' rendered lines alive.
 
-    Textual's `StylesCache.get_inner_outer` is an `lru_cache` on a method: its 1,024 keys hold
+    Above all `StylesCache.get_inner_outer`, an `lru_cache` on a method: its 1,024 keys hold
     the caches of as many widgets, released or not, with every line they rendered (in a long
-    conversation, tens of megabytes). It fills again from the widgets still shown.
+    conversation, tens of megabytes). They fill again from what is on screen.
     """
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith(_CACHING_PACKAGES):
@@ -78,7 +79,7 @@ def give_back() -> None:
     being opened for 50-100 ms; the next `give_back` thaws it all first, so nothing frozen
     stays garbage for longer than that.
     """
-    _clear_textual_caches()
+    _clear_caches()
     gc.unfreeze()
     gc.collect()
     gc.freeze()
@@ -113,6 +114,7 @@ class ReleasedViews:
         self._uncollected += count
         if self._uncollected >= COLLECT_EVERY_VIEWS:
             self._uncollected = 0
+            _clear_caches()
             gc.collect()
 
     def _later(self) -> None:
