@@ -32,30 +32,19 @@ COLLECT_EVERY_VIEWS = 24
 
 
 def _clear_caches() -> None:
-    """Empty Textual's and Rich's functools caches (a few milliseconds), which keep released
-    widgets' rendered lines alive.
+    """Empty the cache that keeps released widgets' rendered lines alive.
 
-    Above all `StylesCache.get_inner_outer`, an `lru_cache` on a method: its 1,024 keys hold
+    Textual's `StylesCache.get_inner_outer` is an `lru_cache` on a method: its 1,024 keys hold
     the caches of as many widgets, released or not, with every line they rendered (in a long
-    conversation, tens of megabytes). They fill again from what is on screen.
+    conversation, tens of megabytes). It fills again from what is on screen. (Textual's other
+    functools caches hold values, not widgets; emptying them all broke its rendering.)
     """
-    for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith(_CACHING_PACKAGES):
-            continue
-        for value in list(vars(module).values()):
-            _clear(value)
-            if isinstance(value, type) and value.__module__ == name:
-                for member in list(vars(value).values()):
-                    _clear(member)
+    try:
+        from textual._styles_cache import StylesCache
 
-
-_CACHING_PACKAGES = ("textual.", "rich.")
-
-
-def _clear(value: object) -> None:
-    clear = getattr(value, "cache_clear", None)
-    if callable(clear) and hasattr(value, "cache_info"):  # functools' caches only
-        clear()
+        StylesCache.get_inner_outer.cache_clear()
+    except (ImportError, AttributeError):  # another Textual: nothing of the kind to clear
+        pass
 
 
 @functools.cache
