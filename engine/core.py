@@ -18,6 +18,7 @@ from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
 from muxtui.engine.context import ContextFitter
+from muxtui.engine.context.facade import ContextMixin
 from muxtui.engine.default_model import ChoiceInputs, ModelChoice, pick_default
 from muxtui.engine.discovery import DiscoveryTargets
 from muxtui.engine.discovery_loop import DiscoveryLoop
@@ -58,7 +59,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(BatchMixin, FitMixin, MonitorMixin):
+class Engine(BatchMixin, ContextMixin, FitMixin, MonitorMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(

@@ -115,3 +115,29 @@ async def test_a_second_turn_in_a_long_conversation_tokenizes_only_its_new_messa
     # Each turn: its prompt before sending, its reply after; nothing older again.
     assert calls == [2, 2, 2]
     assert server.context_rejections == 0
+
+
+async def test_counting_ahead_leaves_the_first_turn_only_its_new_message(
+    server: FakeOpenAIServer, paths: Paths
+) -> None:
+    server.behaviour.context_limit = 4096
+    async with Engine(_config(server), paths, discover=False) as engine:
+        conversation_id = add_conversation(
+            paths.history_db, "long", 600, lambda i: f"message {i} about the weather today"
+        )
+        await engine.warm_context("m", conversation_id)  # as the chat does when it opens one
+        await engine.context.idle()
+        counted = server.tokenize_requests
+        assert counted > TOKENIZE_PER_TURN + 4  # more than a turn may count before sending
+
+        turn = engine.run_turn("m", "the first new question", conversation_id=conversation_id)
+        events = [event async for event in turn]
+        fitted = [e for e in events if isinstance(e, ContextFitted)]
+        assert fitted[0].counted_by == "tokenizer" and fitted[0].omitted > 0
+        assert isinstance(events[-1], ChatFinished)
+        chats = [r for r in server.requests if r.path.endswith("/chat/completions")]
+        before_sending = [
+            r for r in server.requests[: server.requests.index(chats[-1])] if r.path == "/tokenize"
+        ]
+        assert len(before_sending) == counted + 1  # its prompt
+        await engine.warm_context("nobody", conversation_id)  # unknown: nothing, no error

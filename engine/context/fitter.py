@@ -137,16 +137,42 @@ class ContextFitter:
         space = None
         if turn.window.tokens is not None:
             space = turn.window.tokens - reply_budget(turn.window.tokens, turn.max_tokens_asked)
-        earlier = self._later.get(turn.ref.name)
+        self._in_background(turn.ref, client, newest_first, space)
+
+    async def warm(
+        self, ref: ModelRef, messages: Sequence[ChatMessage], client: httpx.AsyncClient
+    ) -> None:
+        """Before a conversation's next turn (`messages`: system, then oldest first): count in
+        the background what that turn will send, so that it only has its new message left."""
+        window = await self.window(ref, client)
+        if not window.tokenizer:
+            return
+        system = [m for m in messages if m.role == "system"]
+        history = [m for m in messages if m.role != "system"]
+        space = None
+        if window.tokens is not None:
+            space = window.tokens - reply_budget(window.tokens, None)
+        self._in_background(ref, client, [*system, *reversed(history)], space)
+
+    def _in_background(
+        self,
+        ref: ModelRef,
+        client: httpx.AsyncClient,
+        newest_first: list[ChatMessage],
+        space: int | None,
+    ) -> None:
+        """Tokenize `newest_first` as far as `space` reaches, after the counting already
+        running for the model; the model's next fit waits for it."""
+        earlier = self._later.get(ref.name)
 
         async def count() -> None:
             if earlier is not None:
                 await asyncio.wait({earlier})
-            await self._tokenize(turn.ref, client, newest_first, space, COUNT_LATER_CALLS)
+            await self._tokenize(ref, client, newest_first, space, COUNT_LATER_CALLS)
 
-        task = asyncio.create_task(count(), name=f"muxtui-count-{turn.ref.name}")
-        self._later[turn.ref.name] = task
-        task.add_done_callback(lambda done: self._forget(turn.ref.name, done))
+        task = asyncio.create_task(count(), name=f"muxtui-count-{ref.name}")
+        self._later[ref.name] = task
+        task.add_done_callback(lambda done: self._forget(ref.name, done))
 
     def _forget(self, name: str, task: asyncio.Task[None]) -> None:
         if self._later.get(name) is task:

@@ -79,6 +79,13 @@ class ConversationKeeper:
             everything = await engine.conversation_messages(conversation_id)
             first_id = stored[0].id
             await log.add_older([shown(m) for m in everything if m.id < first_id])
+        if model := pane.current_model:  # its next turn then only counts its new message
+            pane.run_worker(
+                engine.warm_context(model, conversation_id),
+                group="warm-context",
+                exclusive=True,
+                exit_on_error=False,
+            )
 
     async def rename(self, conversation_id: int, title: str) -> None:
         """Give a conversation a new title."""
