@@ -161,6 +161,8 @@ class ChatStreamer:
                     message = f"{exc}; trying {targets[position + 1].name}"
                     yield ChatStatus(redact(message, engine.secrets()))
                     continue
+                client = engine.pool.client(first.base_url, target.max_connections)
+                engine.context.count_later(fit, meter.text(), client)
                 finished = ChatFinished(
                     meter.text(), meter.stats(target.name), meter.finish_reason()
                 )

@@ -19,6 +19,7 @@ from muxtui.engine.catalog import discovered_entries, remote_entries
 from muxtui.engine.chat import ChatStreamer
 from muxtui.engine.config import Config
 from muxtui.engine.context import ContextFitter
+from muxtui.engine.context.facade import ContextMixin
 from muxtui.engine.default_model import ChoiceInputs, ModelChoice, pick_default
 from muxtui.engine.discovery import DiscoveryTargets
 from muxtui.engine.discovery_loop import DiscoveryLoop
@@ -60,7 +61,7 @@ log = logging.getLogger("muxtui.engine")
 DEFAULT_PARAMS = ChatParams()
 
 
-class Engine(BatchMixin, CacheMixin, FitMixin, MonitorMixin, ServeMixin):
+class Engine(BatchMixin, CacheMixin, ContextMixin, FitMixin, MonitorMixin, ServeMixin):
     """Chat with any known model, keep history, and tell listeners what changed."""
 
     def __init__(
@@ -120,6 +121,7 @@ class Engine(BatchMixin, CacheMixin, FitMixin, MonitorMixin, ServeMixin):
         await self._discovery.aclose()
         await self._monitor.aclose()
         await self._close_cache()
+        await self.context.aclose()
         try:
             await self.servers.aclose()
         finally:
@@ -350,9 +352,12 @@ class Engine(BatchMixin, CacheMixin, FitMixin, MonitorMixin, ServeMixin):
         """One conversation's summary, or None if it does not exist."""
         return await self.history.get_conversation(conversation_id)
 
-    async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
-        """A conversation's messages in order, each with its status (empty if it is gone)."""
-        return await self.history.messages(conversation_id)
+    async def conversation_messages(
+        self, conversation_id: int, newest: int | None = None
+    ) -> list[StoredMessage]:
+        """A conversation's messages in order, each with its status (empty if it is gone); only
+        the `newest` last ones if given."""
+        return await self.history.messages(conversation_id, newest)
 
     async def rename_conversation(self, conversation_id: int, title: str) -> None:
         """Give a conversation a new title; `LookupError` if it is gone."""

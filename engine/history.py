@@ -27,6 +27,7 @@ from muxtui.engine.events import (
     MessageStatus,
     StoredMessage,
 )
+from muxtui.engine.history_recent import RecentConversation
 from muxtui.engine.history_schema import SCHEMA_VERSION, migrate, transaction
 
 _T = TypeVar("_T")
@@ -73,6 +74,9 @@ class History:
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        # Every turn reads its conversation again; a long one takes tens of milliseconds to
+        # turn into objects. Only the history's thread touches it.
+        self._recent = RecentConversation(_MESSAGE_COLUMNS, _message)
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -278,20 +282,27 @@ class History:
         await self._run(self._delete, conversation_id)
 
     def _delete(self, conversation_id: int) -> None:
+        self._recent.forget()
         self._conn().execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def messages(self, conversation_id: int) -> list[StoredMessage]:
-        """A conversation's messages in the order they were added."""
-        return await self._run(self._messages, conversation_id)
+    async def messages(
+        self, conversation_id: int, newest: int | None = None
+    ) -> list[StoredMessage]:
+        """A conversation's messages in the order they were added (only its `newest` last ones,
+        if given)."""
+        return await self._run(self._messages, conversation_id, newest)
 
-    def _messages(self, conversation_id: int) -> list[StoredMessage]:
+    def _messages(self, conversation_id: int, newest: int | None) -> list[StoredMessage]:
+        if newest is None:
+            return list(self._recent.read(self._conn(), conversation_id))
         rows = self._conn().execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id",
-            (conversation_id,),
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (conversation_id, max(0, newest)),
         )
-        return [_message(row) for row in rows]
+        return [_message(row) for row in reversed(rows.fetchall())]
 
     async def add_message(
         self,

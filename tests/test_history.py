@@ -300,3 +300,34 @@ async def test_a_folder_in_place_of_the_file_says_move_it_aside(paths: Paths) ->
         f"history: {paths.history_db} is a folder, not the history file; move it aside, "
         "or set XDG_DATA_HOME to a writable folder"
     )
+
+
+async def test_reading_a_conversation_again_sees_every_change_made_since(
+    history: History, paths: Paths
+) -> None:
+    chat = await history.new_conversation("kept", "m")
+    for text in ("one", "two"):
+        await history.add_message(chat.id, "user", text)
+    assert [m.content for m in await history.messages(chat.id)] == ["one", "two"]
+    assert [m.content for m in await history.messages(chat.id, newest=1)] == ["two"]
+
+    await history.add_message(chat.id, "assistant", "three", model="m")
+    # Written by another process (`muxtui ask -c` while the app runs): seen too.
+    other = sqlite3.connect(paths.history_db, isolation_level=None)
+    try:
+        other.execute(
+            "INSERT INTO messages (conversation_id, role, content, model, status, error, "
+            "created_at) VALUES (?, 'user', 'four', '', 'complete', '', 0)",
+            (chat.id,),
+        )
+    finally:
+        other.close()
+    assert [m.content for m in await history.messages(chat.id)] == ["one", "two", "three", "four"]
+
+    # Deleted and made again: the ids may be the same ones; the text is the new.
+    await history.delete(chat.id)
+    assert await history.messages(chat.id) == []
+    again = await history.new_conversation("again", "m")
+    for text in ("uno", "dos"):
+        await history.add_message(again.id, "user", text)
+    assert [m.content for m in await history.messages(again.id)] == ["uno", "dos"]

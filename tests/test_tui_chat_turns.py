@@ -181,7 +181,9 @@ async def test_context_notice_above_the_reply_and_the_gauge(
         fill, figures = bar.context
         assert 0 < fill <= 1 and figures.endswith("of 512 tokens")
         assert "context" in str(bar.render())
-        sent = fake_server.requests[-1].json["messages"]
+        # The last chat request (the reply's own text is tokenized after it, for the next turn).
+        chats = [r for r in fake_server.requests if r.path.endswith("/chat/completions")]
+        sent = chats[-1].json["messages"]
         assert len(sent) == 200 - omitted + 1 and sent[-1]["content"] == "and now?"
 
 

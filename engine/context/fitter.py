@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -20,6 +20,7 @@ from muxtui.engine.context.fit import (
 from muxtui.engine.context.overflow import ContextOverflow, tighter_budget
 from muxtui.engine.context.tokens import (
     DEFAULT_OVERHEAD,
+    TOKENIZE_PER_TURN,
     CountedBy,
     MessageCounts,
     ServerTokenizer,
@@ -28,14 +29,15 @@ from muxtui.engine.context.tokens import (
     counting_margin,
 )
 from muxtui.engine.context.window import ContextWindow, ModelRef, WindowLookup, server_root
-from muxtui.engine.events import ContextFitted
-
-if TYPE_CHECKING:
-    from muxtui.engine.events import ChatMessage
+from muxtui.engine.events import ChatMessage, ContextFitted
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ContextFitter", "ModelRef", "TurnFit"]
+
+# /tokenize requests one count after a reply may send (it runs in the background, so it is not
+# held to a turn's TOKENIZE_PER_TURN; the window bounds it first for any real model).
+COUNT_LATER_CALLS = 2048
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class ContextFitter:
         self.windows = WindowLookup()
         self._counts: dict[str, MessageCounts] = {}  # per model name
         self._tokenizers: dict[str, _Tokenizer] = {}  # per server root URL
+        self._later: dict[str, asyncio.Task[None]] = {}  # counting after a reply, per model
 
     def configured_context(self, name: str) -> int:
         """The `context` set for `name` in [models] or [local]; 0 when none."""
@@ -107,6 +110,10 @@ class ContextFitter:
         window = await self.window(ref, client)
         counted_by: CountedBy = "estimate"
         if window.tokenizer:
+            if (later := self._later.get(ref.name)) is not None:
+                # The last reply's counting is this turn's own work, mostly done: wait for it
+                # rather than send the same texts again (not cancelling it if this turn goes).
+                await asyncio.wait({later})
             reply = reply_budget(window.tokens, max_tokens)
             space = None if window.tokens is None else window.tokens - reply
             newest_first = [*system, new_message, *reversed(history)]
@@ -114,6 +121,79 @@ class ContextFitter:
                 counted_by = "tokenizer"
         parts = (system, history, new_message)
         return self._fit(ref, window, parts, max_tokens, counted_by, None)
+
+    def count_later(self, turn: TurnFit, reply: str, client: httpx.AsyncClient) -> None:
+        """After `turn`'s reply: count in the background, with the server's tokenizer, what the
+        next turn will send (the reply, and what this turn left to the estimate), so that it
+        only has its own new message left to count."""
+        if not turn.window.tokenizer:
+            return
+        newest_first = [
+            *turn.system,
+            ChatMessage("assistant", reply),
+            turn.new_message,
+            *reversed(turn.history),
+        ]
+        space = None
+        if turn.window.tokens is not None:
+            space = turn.window.tokens - reply_budget(turn.window.tokens, turn.max_tokens_asked)
+        self._in_background(turn.ref, client, newest_first, space)
+
+    async def warm(
+        self, ref: ModelRef, messages: Sequence[ChatMessage], client: httpx.AsyncClient
+    ) -> None:
+        """Before a conversation's next turn (`messages`: system, then oldest first): count in
+        the background what that turn will send, so that it only has its new message left."""
+        window = await self.window(ref, client)
+        if not window.tokenizer:
+            return
+        system = [m for m in messages if m.role == "system"]
+        history = [m for m in messages if m.role != "system"]
+        space = None
+        if window.tokens is not None:
+            space = window.tokens - reply_budget(window.tokens, None)
+        self._in_background(ref, client, [*system, *reversed(history)], space)
+
+    def _in_background(
+        self,
+        ref: ModelRef,
+        client: httpx.AsyncClient,
+        newest_first: list[ChatMessage],
+        space: int | None,
+    ) -> None:
+        """Tokenize `newest_first` as far as `space` reaches, after the counting already
+        running for the model; the model's next fit waits for it."""
+        earlier = self._later.get(ref.name)
+
+        async def count() -> None:
+            if earlier is not None:
+                await asyncio.wait({earlier})
+            await self._tokenize(ref, client, newest_first, space, COUNT_LATER_CALLS)
+
+        task = asyncio.create_task(count(), name=f"muxtui-count-{ref.name}")
+        self._later[ref.name] = task
+        task.add_done_callback(lambda done: self._forget(ref.name, done))
+
+    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._later.get(name) is task:
+            del self._later[name]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.debug("counting for %s after a reply: %r", name, error)
+
+    async def idle(self) -> None:
+        """Wait until the counting after replies has ended."""
+        for _ in range(8):  # each may start after the one before it: a few rounds at most
+            if not self._later:
+                return
+            await asyncio.wait(list(self._later.values()))
+            await asyncio.sleep(0)  # its done callback forgets it
+
+    async def aclose(self) -> None:
+        """Stop the counting that runs in the background."""
+        tasks = list(self._later.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def refit(self, turn: TurnFit, overflow: ContextOverflow) -> TurnFit:
         """A tighter fit for the one retry after the server refused `turn` as too long.
@@ -185,6 +265,7 @@ class ContextFitter:
         client: httpx.AsyncClient,
         newest_first: list[ChatMessage],
         space: int | None,
+        max_calls: int = TOKENIZE_PER_TURN,
     ) -> bool:
         """Count with the server's tokenizer; False where the estimate counted some of it."""
         root = server_root(ref.endpoint)
@@ -197,7 +278,7 @@ class ContextFitter:
             if state.overhead is None:
                 state.overhead = await tokenizer.overhead() or DEFAULT_OVERHEAD
             counts.overhead = state.overhead
-            return await count_newest(tokenizer, counts, newest_first, space)
+            return await count_newest(tokenizer, counts, newest_first, space, max_calls)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code in (404, 405, 501):
                 state.available = False  # this server has no /tokenize

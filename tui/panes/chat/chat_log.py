@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from muxtui.tui.memory import ReleasedViews
 from muxtui.tui.widgets.anchored_scroll import AnchoredScroll
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ KEEP_SCREENS = 1
 RELEASE_SCREENS = 2
 # Seconds of Markdown rendering per step before the loop gets to handle keys again.
 RENDER_BUDGET_S = 0.03
+# Messages mounted at once when a conversation opens: its newest, in Rich's quick rendering of
+# its Markdown (the Markdown widget follows right after the first paint, as do the messages
+# before it: every widget mounted before that paint delays it by a few milliseconds).
+OPENING_BATCH = 1
 
 
 def _message_view_class() -> type[MessageView]:
@@ -83,6 +88,7 @@ class ChatLog(AnchoredScroll):
         self._lock = asyncio.Lock()  # one change to the window at a time
         self._step_scheduled = False
         self._awaiting_layout = False  # changed since the last layout: regions are stale
+        self._released = ReleasedViews(self, lambda: self.is_settled)
 
     @property
     def message_views(self) -> list[MessageView]:
@@ -143,16 +149,30 @@ class ChatLog(AnchoredScroll):
             if self.first > 0:
                 await self._reset(None)
                 self.first = self.end = 0
-                await self._mount_newer(RENDERED_BATCH, rendered=True)
+                await self._mount_newer(OPENING_BATCH, rendered=False, quick=True)
         self.following = False
         self.scroll_home(animate=False, immediate=True)
         self.remember_anchor()
+
+    async def add_older(self, older: Sequence[ShownMessage]) -> None:
+        """Put `older` messages before those shown (the rest of a conversation that opened with
+        its newest messages only); what is mounted stays where it is."""
+        if not older:
+            return
+        async with self._changing():
+            shift = len(older)
+            self.messages[:0] = older
+            self.first += shift
+            self.end += shift
+            for view in self.message_views:
+                view.index += shift
+            self._show_notes()
 
     async def _show_newest(self, messages: Sequence[ShownMessage]) -> None:
         await self._reset(messages)
         self.first = self.end = len(self.messages)
         self.following = True
-        await self._mount_older(1, rendered=True)
+        await self._mount_older(OPENING_BATCH, rendered=False, quick=True)
 
     async def _reset(self, messages: Sequence[ShownMessage] | None) -> None:
         """Unmount everything (keeping `messages`, or replacing them) for a new window."""
@@ -164,6 +184,7 @@ class ChatLog(AnchoredScroll):
         if self.query("#more-above"):  # the notes stay; the messages go
             if views := self.message_views:
                 await self._remove(views)
+                self._released.left()  # a conversation: whatever it held, once still
         else:
             self._changed()
             above = Static("", id="more-above", classes="more-note", markup=False)
@@ -178,31 +199,32 @@ class ChatLog(AnchoredScroll):
         # Textual keeps the list of displayed children until it is next asked for (which may
         # be long: the layout does not ask), and that list would keep the views alive.
         _ = self.displayed_children
+        self._released.removed(len(views))
 
-    async def _mount_older(self, count: int, *, rendered: bool) -> None:
+    async def _mount_older(self, count: int, *, rendered: bool, quick: bool = False) -> None:
         count = min(count, RENDERED_BATCH) if rendered else count
         start = max(0, self.first - count)
-        views = self._views(start, self.first, rendered)
+        views = self._views(start, self.first, rendered, quick)
         self.first = start
         if views:
             self._changed()
             await self.mount_all(views, after=self.query_one("#more-above"))
         self._show_notes()
 
-    async def _mount_newer(self, count: int, *, rendered: bool) -> None:
+    async def _mount_newer(self, count: int, *, rendered: bool, quick: bool = False) -> None:
         count = min(count, RENDERED_BATCH) if rendered else count
         stop = min(len(self.messages), self.end + count)
-        views = self._views(self.end, stop, rendered)
+        views = self._views(self.end, stop, rendered, quick)
         self.end = stop
         if views:
             self._changed()
             await self.mount_all(views, before=self.query_one("#more-below"))
         self._show_notes()
 
-    def _views(self, start: int, stop: int, rendered: bool) -> list[MessageView]:
+    def _views(self, start: int, stop: int, rendered: bool, quick: bool) -> list[MessageView]:
         view_class = _message_view_class()
         return [
-            view_class(self.messages[index], index=index, rendered=rendered)
+            view_class(self.messages[index], index=index, rendered=rendered, quick=quick)
             for index in range(start, stop)
         ]
 
@@ -334,13 +356,15 @@ class ChatLog(AnchoredScroll):
         mounted = [region for view in views if (region := regions.get(view)) is not None]
         content_top = min((region.y for region in mounted), default=0)
         content_bottom = max((region.bottom for region in mounted), default=0)
-        unfilled = content_bottom - content_top < height  # rendered at once; else plain for now
+        # While the view is unfilled, Rich's quick rendering (no markup showing); else plain
+        # text for now. Either gets the Markdown widget once near the view.
+        unfilled = content_bottom - content_top < height
         # A burst of keys far past what is mounted brings in more at a time.
         batch = min(MOUNTED_AT_MOST, max(BATCH, abs(self._pending_lines) // 3))
         if self.first > 0 and top - content_top < KEEP_SCREENS * height:
-            await self._mount_older(batch, rendered=unfilled)
+            await self._mount_older(batch, rendered=False, quick=unfilled)
         elif self.end < len(self.messages) and content_bottom - bottom < KEEP_SCREENS * height:
-            await self._mount_newer(batch, rendered=unfilled)
+            await self._mount_newer(batch, rendered=False, quick=unfilled)
         else:
             rendered = await self._render_nearest(views, regions, top, bottom, height)
             return await self._release_far(views, regions, top, bottom, height) or rendered
@@ -414,6 +438,7 @@ class ChatLog(AnchoredScroll):
         if stop < len(views):
             self.end = views[stop].index
         await self._remove(released)
+        self._released.scrolled_past(len(released))
         self._show_notes()
         return True
 

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from muxtui.tui.panes.chat.pane import ChatPane
 
 
+# Messages read first when a conversation opens (more than a screen holds).
+READ_FIRST = 32
+
+
 class ConversationKeeper:
     """Does what the person asks of conversations, and shows the outcome in the pane."""
 
@@ -37,11 +41,14 @@ class ConversationKeeper:
             await sidebar.show_conversations(conversations, self.pane.conversation_id)
 
     async def open(self, conversation_id: int) -> None:
-        """Show a saved conversation from its newest message, with its model and settings."""
+        """Show a saved conversation from its newest message, with its model and settings.
+
+        Its newest messages are read first and shown; the rest follow in a second read.
+        """
         pane, engine = self.pane, self.engine
         conversation, stored, settings = await asyncio.gather(
             engine.get_conversation(conversation_id),
-            engine.conversation_messages(conversation_id),
+            engine.conversation_messages(conversation_id, newest=READ_FIRST),
             engine.conversation_settings(conversation_id),
         )
         if conversation is None:
@@ -60,6 +67,25 @@ class ConversationKeeper:
         await log.show_messages([shown(message) for message in stored])
         pane.show_log_or_guide()
         pane.note("")
+        if len(stored) == READ_FIRST:  # maybe more: the rest, once the newest are on screen
+            painted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def mark_painted() -> None:
+                if not painted.done():
+                    painted.set_result(None)
+
+            pane.call_after_refresh(mark_painted)
+            await painted
+            everything = await engine.conversation_messages(conversation_id)
+            first_id = stored[0].id
+            await log.add_older([shown(m) for m in everything if m.id < first_id])
+        if model := pane.current_model:  # its next turn then only counts its new message
+            pane.run_worker(
+                engine.warm_context(model, conversation_id),
+                group="warm-context",
+                exclusive=True,
+                exit_on_error=False,
+            )
 
     async def rename(self, conversation_id: int, title: str) -> None:
         """Give a conversation a new title."""

@@ -61,13 +61,24 @@ class MessageView(Vertical):
 
     A reply made with `rendered=False` shows its text plain (cheap to mount and measure) until
     `render_markdown` is called, which the chat log does once the reply comes near the view.
+    With `quick=True` as well, the plain text is Rich's rendering of the Markdown (one widget,
+    no markup left showing, but slower to measure than plain text): for the replies in sight
+    when a conversation opens, upgraded to the Markdown widget right after the first paint.
     """
 
-    def __init__(self, message: ShownMessage, *, index: int = -1, rendered: bool = True) -> None:
+    def __init__(
+        self,
+        message: ShownMessage,
+        *,
+        index: int = -1,
+        rendered: bool = True,
+        quick: bool = False,
+    ) -> None:
         super().__init__(classes=f"message -{message.role}")
         self.message = message
         self.index = index  # the message's place in its conversation
         self.rendered = rendered or message.role == "user"
+        self.quick = quick
         self._pending: list[str] = []
         self._stream: MarkdownStream | None = None
         self._flush_timer: Timer | None = None
@@ -83,6 +94,10 @@ class MessageView(Vertical):
             yield Static(message.role.capitalize(), markup=False, classes="message-role")
             if self.rendered:
                 yield Markdown(message.content, classes="message-body")
+            elif self.quick:
+                from rich.markdown import Markdown as RichMarkdown
+
+                yield Static(RichMarkdown(message.content), classes="message-body -plain")
             else:
                 yield Static(message.content, markup=False, classes="message-body -plain")
         # Shown (or hidden) from the start: the first layout of the view is its final one.

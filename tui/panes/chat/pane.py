@@ -316,8 +316,9 @@ class ChatPane(Horizontal):
     def _open_from_list(self, conversation_id: int) -> None:
         # What is typed while the conversation opens (in a worker, a few messages at a time)
         # lands in the prompt.
-        self.screen.set_focus(self.query_one(PromptInput))
+        # The worker first: its reads of the history start while the focus change is drawn.
         self._open_in_background(conversation_id)
+        self.screen.set_focus(self.query_one(PromptInput))
 
     def action_rename_chat(self) -> None:
         """Rename the open conversation."""

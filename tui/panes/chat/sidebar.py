@@ -29,19 +29,19 @@ class ConversationFilter(Input):
         ("escape", "leave", "Clear or leave"),
     ]
 
-    class ToList(Message):
-        """The person moved on to the list."""
-
     def action_to_list(self) -> None:
-        """Move on to the list."""
-        self.post_message(self.ToList())
+        """Move on to the list, now: the keys typed next (Enter opens) are the list's even when
+        they come before a queued focus change would have been handled."""
+        lists = self.screen.query(ConversationList)
+        if lists:
+            self.screen.set_focus(lists.first())
 
     def action_leave(self) -> None:
         """Clear the filter, or go back to the list when it is empty."""
         if self.value:
             self.value = ""
         else:
-            self.post_message(self.ToList())
+            self.action_to_list()
 
 
 class ChatSidebar(Vertical):
@@ -169,15 +169,11 @@ class ChatSidebar(Vertical):
         """Move to the filter box now."""
         self.screen.set_focus(self.query_one(ConversationFilter))
 
-    @on(ConversationFilter.ToList)
-    def _to_list(self, event: ConversationFilter.ToList) -> None:
-        event.stop()
-        self.conversations.focus()
-
     @on(Input.Submitted, "#conversation-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.conversations.focus()
+        if self.query_one(ConversationFilter).has_focus:  # else the person has moved on
+            self.screen.set_focus(self.conversations)
 
     @on(Input.Changed, "#conversation-filter")
     def _filter_typed(self, event: Input.Changed) -> None:
