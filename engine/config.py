@@ -12,13 +12,13 @@ import dataclasses
 import os
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from muxtui.engine.config_load import ConfigInvalid, check_references, convert, line_of
 from muxtui.engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -246,10 +246,10 @@ def parse_config(text: str, path: Path) -> Config:
         where = f" line {match.group(1)}" if match else ""
         raise ConfigError(f"config error: {path}{where}: {what}; fix the TOML syntax") from None
     try:
-        config: Config = _convert(Config, raw, ())
-        _check_references(config)
-    except _Invalid as exc:
-        line = _line_of(text, exc.key_path)
+        config: Config = convert(Config, raw, ())
+        check_references(config)
+    except ConfigInvalid as exc:
+        line = line_of(text, exc.key_path)
         where = f" line {line}" if line else ""
         what = exc.what
         if _SECRET_KEYS & set(exc.key_path):  # the value given may be a secret: never echo it
@@ -261,140 +261,6 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 _SECRET_KEYS = frozenset({"api_key", "headers", "env", "cmd"})
-
-
-class _Invalid(Exception):
-    def __init__(self, key_path: tuple[str, ...], what: str) -> None:
-        super().__init__(what)
-        self.key_path = key_path
-        self.what = what
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " or ".join(f'"{v}"' for v in typing.get_args(tp))
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    if origin is dict:
-        return "a table"
-    if dataclasses.is_dataclass(tp):
-        return "a table"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
-        tp, str(tp)
-    )
-
-
-def _convert(tp: Any, value: Any, key_path: tuple[str, ...]) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise _Invalid(key_path, f"expected a table, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        for key in value:
-            if key not in known:
-                allowed = ", ".join(sorted(known))
-                raise _Invalid((*key_path, key), f"unknown key; expected one of: {allowed}")
-        kwargs = {k: _convert(hints[k], v, (*key_path, k)) for k, v in value.items()}
-        return tp(**kwargs)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _Invalid(key_path, f"expected a table, got {value!r}")
-        _, value_tp = typing.get_args(tp)
-        return {k: _convert(value_tp, v, (*key_path, k)) for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, list):
-            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(item_tp, v, (*key_path, str(i))) for i, v in enumerate(value)]
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        for alternative in typing.get_args(tp):
-            try:
-                return _convert(alternative, value, key_path)
-            except _Invalid:
-                continue
-        raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (str, int, float, bool):
-        if type(value) is not tp:
-            raise _Invalid(key_path, f"expected {_type_name(tp)}, got {value!r}")
-        return value
-    raise _Invalid(key_path, f"unsupported type {tp}")  # pragma: no cover - schema bug
-
-
-def _check_references(config: Config) -> None:
-    for name, provider in config.providers.items():
-        if not provider.urls:
-            raise _Invalid(("providers", name, "base_url"), "missing; set the provider's URL")
-        for url in provider.urls:
-            if not url.startswith(("http://", "https://")):
-                raise _Invalid(
-                    ("providers", name, "base_url"), f"expected an http(s):// URL, got {url!r}"
-                )
-    for table, entries in (("models", config.models), ("local", config.local)):
-        for name, entry in entries.items():
-            if entry.context < 0:
-                raise _Invalid((table, name, "context"), "expected 0 (ask the server) or tokens")
-    for name, model in config.models.items():
-        if not model.provider:
-            raise _Invalid(("models", name, "provider"), "missing; name a [providers] entry")
-        if model.provider not in config.providers:
-            raise _Invalid(
-                ("models", name, "provider"),
-                f"no provider named {model.provider!r}; add [providers.{model.provider}]",
-            )
-    for name, local in config.local.items():
-        if not local.path and not local.cmd:
-            raise _Invalid(("local", name), "needs `path` (a model file) or `cmd`; add one")
-        if local.cmd and "{port}" not in local.cmd:
-            raise _Invalid(
-                ("local", name, "cmd"), "must contain {port} so muxtui can pick a free port"
-            )
-        if not local.health.startswith("/"):
-            raise _Invalid(("local", name, "health"), "expected a path starting with /")
-    if config.serve.max_connections < 1:
-        raise _Invalid(("serve", "max_connections"), "expected 1 or more")
-    if not 0 < config.serve.port < 65536:
-        raise _Invalid(("serve", "port"), "expected a port number from 1 to 65535")
-    if config.response_cache.backend == "redis" and not config.response_cache.url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
-        raise _Invalid(("response_cache", "url"), "expected a redis://, rediss:// or unix:// URL")
-
-
-def _line_of(text: str, key_path: tuple[str, ...]) -> int | None:
-    """Best-effort line number of a key path in TOML text: the longest matching prefix wins."""
-    table: tuple[str, ...] = ()
-    best_line, best_len = None, 0
-    for number, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line.strip()
-        header = re.match(r"^\[\[?([^\]]+)\]\]?", line)
-        key_match = re.match(r"^(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-]+)\s*=", line)
-        if header:
-            table = tuple(
-                _unquote(p) for p in re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", header.group(1))
-            )
-            candidate = table
-        elif key_match:
-            candidate = (*table, _unquote(key_match.group(1)))
-        else:
-            continue
-        shared = min(len(candidate), len(key_path))
-        if candidate[:shared] == key_path[:shared] and shared > best_len:
-            best_line, best_len = number, shared
-    return best_line
-
-
-def _unquote(part: str) -> str:
-    return part.strip().strip('"').strip("'")
 
 
 # --- saving ----------------------------------------------------------------------------------
