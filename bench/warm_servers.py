@@ -36,12 +36,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from muxtui.engine.config import CacheConfig, Config  # noqa: E402
 from muxtui.engine.events import ServerState, ServerStateChanged  # noqa: E402
-from muxtui.engine.local.manager import ServerManager  # noqa: E402
-from muxtui.engine.local.models import (  # noqa: E402
+from muxtui.engine.local.gemma import (  # noqa: E402
     BUNDLED_GEMMA_NAME,
     bundled_gemma_path,
     prepare_bundled_gemma,
 )
+from muxtui.engine.local.manager import ServerManager  # noqa: E402
 from muxtui.engine.paths import Paths  # noqa: E402
 from tests.health_poller import HealthPoller  # noqa: E402
 

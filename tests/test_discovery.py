@@ -15,7 +15,7 @@ from muxtui.engine.core import Engine
 from muxtui.engine.discovery import DiscoveryTargets
 from muxtui.engine.errors import UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.fake_server import FakeOpenAIServer
 from tests.llama_support import require_extra

@@ -16,7 +16,8 @@ from muxtui.engine.core import Engine
 from muxtui.engine.errors import ConfigError, LocalServerError, UnknownModelError
 from muxtui.engine.fit.apply import NotLlamaServerError, replace_flags, write_flags
 from muxtui.engine.fit.flags import params_from_argv
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, DEFAULT_LLAMA_CMD
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.models import DEFAULT_LLAMA_CMD
 from muxtui.engine.paths import Paths
 from tests.conftest import muxtui_env, permission_bits_enforced
 from tests.fit_shapes import write_shape

@@ -19,8 +19,8 @@ from muxtui.engine.config import CacheConfig, Config
 from muxtui.engine.core import Engine
 from muxtui.engine.events import ServerState
 from muxtui.engine.local import process as proctree
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.local.manager import ServerManager
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.llama_support import ask, place_bundled_gemma, place_model
 from tests.test_servers import Recorder, group_gone

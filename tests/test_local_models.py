@@ -12,16 +12,8 @@ import pytest
 
 from muxtui.engine.config import CacheConfig, Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.local.models import (
-    BUNDLED_GEMMA_NAME,
-    LocalModelSpec,
-    LocalTools,
-    bundled_gemma_path,
-    discover,
-    find_tools,
-    plan_launch,
-    prepare_bundled_gemma,
-)
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME, bundled_gemma_path, prepare_bundled_gemma
+from muxtui.engine.local.models import LocalModelSpec, LocalTools, discover, find_tools, plan_launch
 from muxtui.engine.paths import Paths
 
 HAS_EXTRA = all(

@@ -10,7 +10,7 @@ import pytest
 from muxtui.engine.config import CacheConfig, Config, MonitorConfig
 from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatMessage, ChatParams
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.monitor.samples import Sample
 from muxtui.engine.paths import Paths
 from tests.test_llama_real import gemma_manager  # noqa: F401  (a fixture)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.local.models import BUNDLED_GEMMA_CMD
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_CMD
 from muxtui.engine.local.runtime import (
     check_cpu,
     cpu_flags,

@@ -14,7 +14,7 @@ import pytest
 from muxtui.engine.config import load_config
 from muxtui.engine.core import Engine
 from muxtui.engine.events import ChatFinished, ChatMessage, ChatParams, ModelEntry, ServerState
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME
 from muxtui.engine.paths import Paths
 from tests.llama_support import assembled_gemma, place_bundled_gemma
 from tests.serve_process import own_model_servers, running_serve

@@ -19,8 +19,8 @@ import pytest
 
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ServerState, ServerStateChanged
+from muxtui.engine.local.gemma import BUNDLED_GEMMA_NAME, bundled_gemma_path
 from muxtui.engine.local.incompatible import FILE_NAME, IncompatibleRuntimes
-from muxtui.engine.local.models import BUNDLED_GEMMA_NAME, bundled_gemma_path
 from muxtui.engine.paths import Paths
 from tests.test_models_cli import run_models
 from tests.test_servers import (

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from muxtui.engine.catalog import entry_to_json
+from muxtui.engine.local.gemma import prepare_bundled_gemma
 from muxtui.engine.local.masking import mask_argv, redact, secret_values
-from muxtui.engine.local.models import prepare_bundled_gemma, server_environment
+from muxtui.engine.local.models import server_environment
 from muxtui.engine.paths import Paths
 from tests.test_servers import FAKE, PY, Recorder, fake_cmd, gguf, make_config, managers, use
 from tests.test_servers_failures import expect_failure

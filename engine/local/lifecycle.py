@@ -17,18 +17,11 @@ from typing import Any
 from muxtui.engine.config import Config
 from muxtui.engine.errors import LocalServerError
 from muxtui.engine.events import ServerState, ServerStateChanged
+from muxtui.engine.local.gemma import bundled_gemma_path, bundled_gemma_ready, prepare_bundled_gemma
 from muxtui.engine.local.incompatible import IncompatibleRuntimes, killed_by_sigill, sigill_reason
 from muxtui.engine.local.logs import begin_log, ensure_private_dir, last_line, read_tail
 from muxtui.engine.local.logs import server_log_path as _log_path
-from muxtui.engine.local.models import (
-    LOOPBACK,
-    LaunchPlan,
-    LocalTools,
-    bundled_gemma_path,
-    bundled_gemma_ready,
-    plan_launch,
-    prepare_bundled_gemma,
-)
+from muxtui.engine.local.models import LOOPBACK, LaunchPlan, LocalTools, plan_launch
 from muxtui.engine.local.policy import evictable
 from muxtui.engine.local.process import ManagedProcess, free_port, spawn
 from muxtui.engine.local.readiness import (

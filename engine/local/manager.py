@@ -20,14 +20,13 @@ from types import TracebackType
 from muxtui.engine.config import Config
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState
+from muxtui.engine.local.gemma import bundled_gemma_path, bundled_gemma_ready
 from muxtui.engine.local.incompatible import IncompatibleRuntimes, sigill_reason
 from muxtui.engine.local.lifecycle import Lifecycle
 from muxtui.engine.local.logs import server_log_path
 from muxtui.engine.local.models import (
     LocalDiscovery,
     LocalTools,
-    bundled_gemma_path,
-    bundled_gemma_ready,
     discover,
     runtime_binary,
     spec_from_config,

