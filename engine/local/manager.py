@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from types import TracebackType
 
 from muxtui.engine.config import Config
 from muxtui.engine.errors import LocalServerError, UnknownModelError
 from muxtui.engine.events import ModelEntry, ModelsChanged, ServerState
 from muxtui.engine.local.gemma import bundled_gemma_path, bundled_gemma_ready
 from muxtui.engine.local.incompatible import IncompatibleRuntimes, sigill_reason
+from muxtui.engine.local.lease import Lease
 from muxtui.engine.local.lifecycle import Lifecycle
 from muxtui.engine.local.logs import server_log_path
 from muxtui.engine.local.models import (
@@ -42,39 +42,6 @@ log = logging.getLogger(__name__)
 
 _MEMORY_STALE_S = 1.0
 S = ServerState
-
-
-class _Lease(AbstractAsyncContextManager[LocalEndpoint]):
-    """One request's hold on a warm server: in flight from enter to exit."""
-
-    def __init__(self, manager: ServerManager, name: str, on_status: StatusCallback | None) -> None:
-        self._manager = manager
-        self._name = name
-        self._on_status = on_status
-        self._server: ServerRecord | None = None
-        self._remote = False
-
-    async def __aenter__(self) -> LocalEndpoint:
-        remote = await self._manager.owner.endpoint(self._name, self._on_status)
-        if remote is not None:  # a `muxtui serve` runs it: nothing starts here
-            self._remote = True
-            return remote
-        server = await self._manager._enter(self._name, self._on_status)
-        self._server = server
-        assert server.endpoint is not None
-        return server.endpoint
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._manager._release(self._server)
-            self._server = None
-        elif self._remote:
-            self._manager.owner.released(exc is not None and isinstance(exc, Exception))
 
 
 class ServerManager:
@@ -204,7 +171,7 @@ class ServerManager:
         self, name: str, on_status: StatusCallback | None = None
     ) -> AbstractAsyncContextManager[LocalEndpoint]:
         """Hold a warm server for one request, starting it first if it is cold."""
-        return _Lease(self, name, on_status)
+        return Lease(self, name, on_status)
 
     async def check(self, name: str) -> None:
         """Raise the one-line error a start of `name` would fail with, without starting it.
