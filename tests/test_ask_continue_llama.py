@@ -25,6 +25,9 @@ def _prompt(turn: int) -> str:
     return f"Note {turn}: {' '.join(words)}. Summarise note {turn} in one word."
 
 
+# Twelve cold starts of the bundled server, each reading up to 2,048 tokens on 2 CPU cores: about
+# 90 s on a quiet machine, more when the cores are shared.
+@pytest.mark.timeout(480)
 def test_twelve_long_turns_continue_within_the_context(
     tmp_path_factory: pytest.TempPathFactory, paths: Paths
 ) -> None:
