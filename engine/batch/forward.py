@@ -264,6 +264,7 @@ class Forwarder:
         self.policy = policy
         self.default_connections = default_connections  # per endpoint, when nothing says
         self.cache = cache
+        self._kept: dict[tuple[object, ...], Route] = {}
 
     def posters(self, target: Target, endpoint: Endpoint, connections: int) -> list[ChatPoster]:
         """The posters (clients) of one endpoint, with room for `connections` between them."""
@@ -275,6 +276,23 @@ class Forwarder:
     def route(self, target: Target, connections: int = 0) -> Route:
         """A route for `target`; `connections` per endpoint (0: the config's limit)."""
         return Route(self, target, connections)
+
+    def kept_route(self, target: Target) -> Route:
+        """The route of `target`, made once and kept (its clients, a local server's own id),
+        for one-off requests (`forward_chat`, serve) rather than a batch's own routes."""
+        endpoints = tuple((e.base_url, e.api_key) for e in target.endpoints)
+        key = (target.kind, target.provider, target.name, target.model_id, endpoints)
+        route = self._kept.get(key)
+        if route is None:
+            route = self._kept[key] = self.route(target)
+        return route
+
+    async def learn_model_id(self, route: Route) -> None:
+        """A local route's server's own model id, once (its server is started if it is cold)."""
+        target = route.target
+        if target.local and route.model_id == target.model_id:
+            async with self.servers.acquire(target.name) as local:
+                route.model_id = local.model_id or target.model_id
 
     async def send(self, route: Route, body: bytes, cache_key: str | None = None) -> Reply:
         """Send `body` until it succeeds, retrying what may pass; raises the final typed error.

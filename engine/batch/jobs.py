@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from muxtui.engine.batch.forward import Forwarder, Reply, Route, model_body
+from muxtui.engine.batch.forward import Forwarder, Reply, model_body
 from muxtui.engine.batch.ledger import find_record
 from muxtui.engine.batch.output import OutputPaths, default_output
 from muxtui.engine.batch.plan import encode_body
@@ -91,7 +91,6 @@ class BatchJobs:
         self._engine = engine
         self._jobs: list[BatchJob] = []
         self._forwarder: Forwarder | None = None
-        self._routes: dict[tuple[object, ...], Route] = {}
 
     @property
     def jobs(self) -> tuple[BatchJob, ...]:
@@ -150,22 +149,17 @@ class BatchJobs:
         except UnknownModelError:
             await engine.check_model(model)  # waits for discovery, or raises
             target = engine.router.resolve(model)
-        endpoints = tuple((e.base_url, e.api_key) for e in target.endpoints)
-        key = (target.kind, target.provider, target.name, target.model_id, endpoints)
-        route = self._routes.get(key)
-        if route is None:
-            if self._forwarder is None:
-                self._forwarder = Forwarder(
-                    engine.pool,
-                    engine.router,
-                    engine.servers,
-                    engine.retry_policy,
-                    engine.config.network.max_connections,
-                    engine.response_cache,
-                )
-            route = self._routes[key] = self._forwarder.route(target)
+        if self._forwarder is None:
+            self._forwarder = Forwarder(
+                engine.pool,
+                engine.router,
+                engine.servers,
+                engine.retry_policy,
+                engine.config.network.max_connections,
+                engine.response_cache,
+            )
         forwarder = self._forwarder
-        assert forwarder is not None
+        route = forwarder.kept_route(target)
         reply_key = None
         if engine.config.response_cache.backend != "off" and wants_cache(body, cache_header):
             reply_key = cache_key(body, await engine.model_identity(model))
@@ -173,9 +167,7 @@ class BatchJobs:
             if hit is not None:  # before a local server is started for it
                 return hit
         fields = {name: value for name, value in body.items() if name != "model"}
-        if target.local and route.model_id == target.model_id:
-            async with engine.servers.acquire(target.name) as local:
-                route.model_id = local.model_id or target.model_id
+        await forwarder.learn_model_id(route)
         reply = await forwarder.send(route, model_body(route.model_id, encode_body(fields)))
         if reply_key is not None:
             await forwarder.keep(reply_key, reply)

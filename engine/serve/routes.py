@@ -22,7 +22,6 @@ class ServeRoutes:
     """The forwarder and the routes serve sends over."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
         self.sessions = SessionPool(engine.config.network)
         self.forwarder = ServeForwarder(
             engine.pool,
@@ -32,19 +31,12 @@ class ServeRoutes:
             engine.config.serve.max_connections,
         )
         self.forwarder.sessions = self.sessions
-        self._routes: dict[tuple[object, ...], Route] = {}
 
     async def route(self, target: Target) -> Route:
         """The route of one resolved target; a local target's route knows its server's own
         model id (its server is started for that if it is cold)."""
-        endpoints = tuple((e.base_url, e.api_key) for e in target.endpoints)
-        key = (target.kind, target.provider, target.name, target.model_id, endpoints)
-        route = self._routes.get(key)
-        if route is None:
-            route = self._routes[key] = self.forwarder.route(target)
-        if target.local and route.model_id == target.model_id:
-            async with self._engine.servers.acquire(target.name) as local:
-                route.model_id = local.model_id or target.model_id
+        route = self.forwarder.kept_route(target)
+        await self.forwarder.learn_model_id(route)
         return route
 
     async def aclose(self) -> None:
