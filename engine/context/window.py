@@ -122,6 +122,7 @@ class WindowLookup:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], ContextWindow] = {}
+        self._unknown_until: dict[tuple[str, str], float] = {}  # asked, unknown: ask after
         # base URL -> (when it was asked, model id -> (context, llama-server?)); None when it
         # did not answer
         self._listings: dict[str, tuple[float, dict[str, tuple[int, bool]] | None]] = {}
@@ -134,6 +135,8 @@ class WindowLookup:
         """Drop what is known about `name` (a server restarted with other settings)."""
         for key in [key for key in self._windows if key[0] == name]:
             del self._windows[key]
+        for key in [key for key in self._unknown_until if key[0] == name]:
+            del self._unknown_until[key]
 
     async def window(
         self, ref: ModelRef, client: httpx.AsyncClient, configured: int = 0
@@ -141,6 +144,8 @@ class WindowLookup:
         """The context window of `ref`, capped by a configured `context` (0 = none)."""
         key = (ref.name, ref.endpoint.base_url)
         reported = self._windows.get(key)
+        if reported is None and self._unknown_until.get(key, 0.0) > time.monotonic():
+            reported = UNKNOWN  # asked moments ago and nothing said: not on every turn
         if reported is None:
             try:
                 reported = await self._ask(ref, client)
@@ -149,6 +154,9 @@ class WindowLookup:
                 reported = UNKNOWN
             if reported.tokens is not None and reported.source != "ollama-default":
                 self._windows[key] = reported
+            elif reported.tokens is None:
+                retry = _RETRY_LOOPBACK_S if is_loopback(ref.endpoint) else _RETRY_UNKNOWN_S
+                self._unknown_until[key] = time.monotonic() + retry
         if configured > 0 and (reported.tokens is None or configured < reported.tokens):
             return ContextWindow(configured, "config", reported.tokenizer)
         return reported
